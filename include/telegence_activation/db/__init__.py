@@ -1,0 +1,1 @@
+"""Database access: connection URI resolution, embedded server, schema migrations."""

@@ -1,0 +1,1 @@
+"""Pure domain code: no Airflow import, no I/O. Unit-tested directly."""
