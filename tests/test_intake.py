@@ -82,7 +82,7 @@ def test_valid_file_is_written_with_the_real_change_request_shape(tmp_path: Path
     assert item["billingAccount"] == {"id": "BAN-100"}
     assert first["CarrierDataGroup"] == "DG1" and first["CarrierRatePool"] == "RP1"
     assert first["StaticIPProvision"] == {
-        "PDPName": "DEMO_PDP",
+        "PDPName": "DEMO.PDP",
         "StaticIPAPN": "iot.static.apn",
         "LteIndicator": "Y",
         "DefaultAPN": "N",

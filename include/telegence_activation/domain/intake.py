@@ -249,7 +249,7 @@ def sample_rows(
     *,
     seed: int | None = None,
     static_ip_every: int = 3,
-    pdp_name: str = "DEMO_PDP",
+    pdp_name: str = "DEMO.PDP",
     customer_ip_range: str | None = "10.20.0.0/16",
     remove_offering_code_every: int = 10,
 ) -> Iterator[dict[str, str]]:

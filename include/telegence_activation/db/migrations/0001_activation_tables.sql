@@ -48,7 +48,12 @@ CREATE TABLE activation.device_change (
     step                   text        NOT NULL DEFAULT 'ActivateDevice'
         CHECK (step IN ('ActivateDevice', 'WaitForActivation', 'RemoveOfferingCodes',
                         'RequestIPProvision', 'CheckIPProvisionStatus', 'Done')),
+    -- Activation batch (0-based) planned by the prepare step; batches hold <= batch_size devices.
+    batch_no               integer     CHECK (batch_no >= 0),
     activation_request_id  text,
+    activated_at           timestamptz,
+    -- removeOfferingCode characteristics applied by PATCH once the line was active.
+    offering_codes_removed_at timestamptz,
     ip_batch_id            uuid,
     reserved_ip            inet,
     assigned_ip            inet,
@@ -65,6 +70,7 @@ CREATE TABLE activation.device_change (
 
 CREATE INDEX device_change_bulk_status_idx ON activation.device_change (bulk_change_id, status);
 CREATE INDEX device_change_bulk_step_status_idx ON activation.device_change (bulk_change_id, step, status);
+CREATE INDEX device_change_bulk_batch_idx ON activation.device_change (bulk_change_id, batch_no);
 CREATE INDEX device_change_activation_request_idx ON activation.device_change (activation_request_id)
     WHERE activation_request_id IS NOT NULL;
 CREATE INDEX device_change_ip_batch_idx ON activation.device_change (ip_batch_id)

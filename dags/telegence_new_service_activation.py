@@ -1,0 +1,124 @@
+"""Telegence new service activation: one run per bulk change, triggered with the bulk change in its conf.
+
+prepare -> activate (mapped, one instance per batch of <= 200 devices) -> wait_for_activation
+-> remove_offering_codes -> plan_static_ip -> request_static_ips -> check_ip_provisioning -> finalize
+
+Wiring only: the work lives in ``telegence_activation`` (operators, sensors, hooks, domain).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param, TriggerRule
+from telegence_activation.operators.activation import (
+    ActivateBatchOperator,
+    PlanStaticIPOperator,
+    PrepareBulkChangeOperator,
+    RemoveOfferingCodesOperator,
+)
+from telegence_activation.operators.finalize import FinalizeBulkChangeOperator
+from telegence_activation.operators.static_ip import RequestStaticIPsOperator
+from telegence_activation.sensors.status import ActivationStatusSensor, IPProvisioningStatusSensor
+
+CARRIER_POOL = "telegence_api"
+# Environment knobs for operators of the deployment (read from the environment, no I/O).
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
+MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
+
+with DAG(
+    dag_id="telegence_new_service_activation",
+    description="Activate a bulk change of SIM cards on Telegence, then provision their static IPs",
+    schedule=None,
+    max_active_runs=16,
+    render_template_as_native_obj=True,
+    tags=["telegence", "activation"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": 2.0},
+    params={
+        "bulk_change_id": Param(type="integer", minimum=1, description="The bulk change to run (required)."),
+        "addition_bulk_change_id": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Related bulk change finished with this one.",
+        ),
+        "carrier_data_group": Param(
+            None, type=["null", "string"], description="Overrides the stored data group."
+        ),
+        "carrier_rate_pool": Param(
+            None, type=["null", "string"], description="Overrides the stored rate pool."
+        ),
+        "on_activation_failure": Param(
+            "stop",
+            enum=["stop", "continue"],
+            description="stop: no static IP step if any device failed activation; continue: active devices go on.",
+        ),
+        "batch_size": Param(
+            200, type="integer", minimum=1, maximum=200, description="Devices per activation call."
+        ),
+        "activation_check_interval_seconds": Param(30, type="integer", minimum=1),
+        "activation_check_timeout_seconds": Param(3600, type="integer", minimum=1),
+        "ip_check_interval_seconds": Param(60, type="integer", minimum=1),
+        "ip_check_timeout_seconds": Param(3600, type="integer", minimum=1),
+    },
+) as dag:
+    prepare = PrepareBulkChangeOperator(
+        task_id="prepare",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        batch_size="{{ params.batch_size }}",
+        addition_bulk_change_id="{{ params.addition_bulk_change_id }}",
+        carrier_data_group="{{ params.carrier_data_group }}",
+        carrier_rate_pool="{{ params.carrier_rate_pool }}",
+    )
+    activate = ActivateBatchOperator.partial(
+        task_id="activate",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        pool=CARRIER_POOL,
+        max_active_tis_per_dagrun=MAX_ACTIVE_BATCHES,
+        map_index_template="{{ batch_label }}",
+    ).expand(batch_no=prepare.output)
+    wait_for_activation = ActivationStatusSensor(
+        task_id="wait_for_activation",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        check_interval_seconds="{{ params.activation_check_interval_seconds }}",
+        check_timeout_seconds="{{ params.activation_check_timeout_seconds }}",
+        pool=CARRIER_POOL,
+        # Devices of the batches that did activate still need their status, whatever failed.
+        trigger_rule=TriggerRule.ALL_DONE,
+    )
+    remove_offering_codes = RemoveOfferingCodesOperator(
+        task_id="remove_offering_codes", bulk_change_id="{{ params.bulk_change_id }}", pool=CARRIER_POOL
+    )
+    plan_static_ip = PlanStaticIPOperator(
+        task_id="plan_static_ip",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        on_activation_failure="{{ params.on_activation_failure }}",
+    )
+    request_static_ips = RequestStaticIPsOperator(
+        task_id="request_static_ips", bulk_change_id="{{ params.bulk_change_id }}", pool=CARRIER_POOL
+    )
+    check_ip_provisioning = IPProvisioningStatusSensor(
+        task_id="check_ip_provisioning",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        check_interval_seconds="{{ params.ip_check_interval_seconds }}",
+        check_timeout_seconds="{{ params.ip_check_timeout_seconds }}",
+        pool=CARRIER_POOL,
+        # Checks whatever was submitted, also when the request step skipped or failed part-way.
+        trigger_rule=TriggerRule.ALL_DONE,
+    )
+    finalize = FinalizeBulkChangeOperator(
+        task_id="finalize", bulk_change_id="{{ params.bulk_change_id }}", trigger_rule=TriggerRule.ALL_DONE
+    )
+
+    (
+        prepare
+        >> activate
+        >> wait_for_activation
+        >> remove_offering_codes
+        >> plan_static_ip
+        >> request_static_ips
+        >> check_ip_provisioning
+        >> finalize
+    )

@@ -1,0 +1,135 @@
+"""Activation: batches, the POST body, and reading the carrier's answers (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from telegence_activation.domain.models import ChangeRequest
+
+MAX_SERVICES_PER_REQUEST = 200
+
+ServiceOutcome = Literal["active", "rejected", "pending"]
+
+
+class MalformedResponse(ValueError):
+    """A 2xx answer whose body is not what the contract promises (counts as a failed call)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One planned activation batch: its number and the device change ids in it, in file order."""
+
+    batch_no: int
+    device_change_ids: tuple[int, ...]
+
+
+def plan_batches(device_change_ids: Sequence[int], batch_size: int) -> list[Batch]:
+    """Split ordered device change ids into batches of at most ``batch_size`` (<= 200)."""
+    if not 1 <= batch_size <= MAX_SERVICES_PER_REQUEST:
+        raise ValueError(f"batch_size must be between 1 and {MAX_SERVICES_PER_REQUEST}, got {batch_size}")
+    return [
+        Batch(n, tuple(device_change_ids[start : start + batch_size]))
+        for n, start in enumerate(range(0, len(device_change_ids), batch_size))
+    ]
+
+
+def activation_item(change_request: Mapping[str, Any]) -> dict[str, Any]:
+    """The activation POST item for one stored change request, ``removeOfferingCode`` stripped.
+
+    Raises ``ValueError`` naming the problem when the stored request is unusable.
+    """
+    try:
+        parsed = ChangeRequest.model_validate(change_request)
+    except ValidationError as exc:
+        raise ValueError(f"stored change request is invalid: {exc.errors()[0]['msg']}") from exc
+    return parsed.TelegenceActivationRequest.for_activation()
+
+
+def remove_offering_codes(change_request: Mapping[str, Any]) -> list[str]:
+    """Offering codes the stored request asks to remove once the line is active."""
+    return ChangeRequest.model_validate(change_request).TelegenceActivationRequest.remove_offering_codes
+
+
+def remove_offering_code_patch(code: str) -> dict[str, Any]:
+    """The PATCH body that removes one offering code from an active line."""
+    return {"serviceCharacteristic": [{"name": "removeOfferingCode", "value": code}], "effectiveDate": ""}
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the carrier says about one service of an activation request."""
+
+    iccid: str
+    request_id: str
+    status: str
+    subscriber_number: str | None
+    error: str | None
+
+    @property
+    def outcome(self) -> ServiceOutcome:
+        return classify_service_status(self.status)
+
+
+def classify_service_status(status: str | None) -> ServiceOutcome:
+    """``active`` and ``rejected`` are final; anything else (pending, reserved, ...) is still pending."""
+    normalised = (status or "").strip().lower()
+    if normalised == "active":
+        return "active"
+    if normalised == "rejected":
+        return "rejected"
+    return "pending"
+
+
+def parse_activation_answer(body: Any) -> dict[str, ServiceState]:
+    """Read an activation POST or status answer: a JSON array, one element per service, keyed by ICCID."""
+    if not isinstance(body, list) or not body:
+        raise MalformedResponse(f"expected a non-empty JSON array, got {type(body).__name__}")
+    states: dict[str, ServiceState] = {}
+    for position, element in enumerate(body):
+        try:
+            service = element["service"]
+            request_id = element["id"]
+            iccid = next(c["value"] for c in service["serviceCharacteristic"] if c["name"] == "sim")
+        except (KeyError, TypeError, StopIteration) as exc:
+            raise MalformedResponse(
+                f"element {position} lacks id, service or its sim characteristic"
+            ) from exc
+        if not isinstance(request_id, str) or not request_id:
+            raise MalformedResponse(f"element {position} has no request id")
+        states[str(iccid)] = ServiceState(
+            iccid=str(iccid),
+            request_id=request_id,
+            status=str(service.get("status") or element.get("interactionStatus") or "pending"),
+            subscriber_number=service.get("subscriberNumber"),
+            error=service.get("error"),
+        )
+    return states
+
+
+def parse_duplicates(body: Any) -> dict[str, str]:
+    """Read a 409 duplicate-activation answer: ``{iccid: existing request id}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("duplicates"), list):
+        raise MalformedResponse("409 answer without a 'duplicates' list")
+    found: dict[str, str] = {}
+    for entry in body["duplicates"]:
+        if isinstance(entry, dict) and entry.get("sim") and entry.get("existingRequestId"):
+            found[str(entry["sim"])] = str(entry["existingRequestId"])
+    return found
+
+
+def carrier_message(body: Any, fallback: str) -> str:
+    """The human message of a carrier error answer (``message`` and ``errorDescription``)."""
+    if isinstance(body, dict):
+        parts = [str(body[k]) for k in ("message", "errorDescription") if body.get(k)]
+        if parts:
+            return ": ".join(parts)
+    return fallback
+
+
+def unanswered(sent: Iterable[str], answered: Mapping[str, object]) -> list[str]:
+    """ICCIDs that were sent but are missing from the carrier's answer."""
+    return [iccid for iccid in sent if iccid not in answered]

@@ -1,0 +1,73 @@
+"""The summary report of a bulk change, built from counts the database gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED"})
+
+
+@dataclass(frozen=True)
+class StepTime:
+    step: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def final_status(status_counts: dict[str, int]) -> str:
+    """PROCESSED when every device is PROCESSED (or there are none), else ERROR."""
+    failed = sum(n for s, n in status_counts.items() if s != "PROCESSED")
+    return "ERROR" if failed else "PROCESSED"
+
+
+def unfinished(status_counts: dict[str, int]) -> int:
+    """How many devices are not yet in a terminal state."""
+    return sum(n for s, n in status_counts.items() if s not in TERMINAL_STATUSES)
+
+
+def build_report(
+    *,
+    bulk_change: dict[str, Any],
+    by_status_step: Iterable[tuple[str, str, int]],
+    failures: Iterable[tuple[str, str, int]],
+    ips_assigned: int,
+    static_ip_requested: int,
+    step_times: Iterable[StepTime],
+    generated_at: datetime,
+) -> dict[str, Any]:
+    """Assemble the report: counts by status and step, failures grouped by reason, IPs, step times."""
+    rows = list(by_status_step)
+    status_step = [{"status": s, "step": st, "devices": n} for s, st, n in rows]
+    by_status: dict[str, int] = {}
+    for status, _step, count in rows:
+        by_status[status] = by_status.get(status, 0) + count
+    total = sum(by_status.values())
+    steps = []
+    for t in step_times:
+        seconds = (t.finished_at - t.started_at).total_seconds() if t.finished_at else None
+        steps.append(
+            {
+                "step": t.step,
+                "started_at": t.started_at.isoformat(),
+                "finished_at": t.finished_at.isoformat() if t.finished_at else None,
+                "seconds": round(seconds, 3) if seconds is not None else None,
+            }
+        )
+    return {
+        "bulk_change_id": bulk_change["id"],
+        "service_provider_id": bulk_change["service_provider_id"],
+        "customer_name": bulk_change.get("customer_name"),
+        "status": bulk_change["status"],
+        "generated_at": generated_at.isoformat(),
+        "devices": total,
+        "succeeded": by_status.get("PROCESSED", 0),
+        "failed": total - by_status.get("PROCESSED", 0),
+        "by_status": dict(sorted(by_status.items())),
+        "by_status_and_step": status_step,
+        "failures_by_reason": [{"status": s, "reason": r, "devices": n} for s, r, n in failures],
+        "static_ip": {"requested": static_ip_requested, "assigned": ips_assigned},
+        "steps": steps,
+    }

@@ -1,0 +1,1 @@
+"""Hooks: I/O only (Telegence over HTTP, the activation database over Postgres)."""

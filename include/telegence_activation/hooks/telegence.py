@@ -1,0 +1,271 @@
+"""TelegenceHook: the Telegence mobility API over the http provider's HttpHook and connection.
+
+Connection (type ``http``): ``host`` = base URL (``http://127.0.0.1:8089`` or a host name with
+``schema`` = https), ``login`` = app-id, ``password`` = app-secret. Extras:
+
+- ``write_enabled`` (default true): false makes the account read-only; activation is refused.
+- ``paths``: overrides of the default paths (keys as in ``DEFAULT_PATHS``).
+- ``timeout`` (seconds per call, default 30), ``max_attempts`` (default 5), ``backoff_initial``
+  (default 1 s), ``backoff_max`` (default 60 s), ``retry_after_max`` (default 120 s).
+
+Every call is retried on connection errors, timeouts, 5xx and 429 with exponential backoff and
+full jitter, honouring ``Retry-After``; other 4xx answers are returned at once. The app-secret is
+sent as a header, never logged, and redacted from any text this hook hands back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from requests.auth import AuthBase
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from telegence_activation.domain.http import is_retryable_status, redact, retry_after_seconds
+
+DEFAULT_PATHS: dict[str, str] = {
+    "activate": "/sp/mobility/serviceactivation/api/v1/service",
+    "activation_status": "/sp/mobility/serviceactivation/api/v1/service/{request_id}",
+    "service": "/sp/mobility/lineconfig/api/v1/service/{subscriber_number}",
+    "reserve_ips": "/sp/mobility/staticip/api/v1/ipaddresses",
+    "provisioning": "/sp/mobility/staticip/api/v1/provisioning",
+    "provisioning_status": "/sp/mobility/staticip/api/v1/provisioning/status",
+}
+# Extras this hook reads; HttpHook would otherwise send every unknown extra as a header.
+_OWN_EXTRAS = frozenset(
+    {"write_enabled", "paths", "max_attempts", "backoff_initial", "backoff_max", "retry_after_max", "sandbox"}
+)
+
+
+class TelegenceAppAuth(AuthBase):
+    """Telegence's static credentials: ``app-id`` and ``app-secret`` headers on every request."""
+
+    def __init__(self, app_id: str, app_secret: str | None) -> None:
+        self.app_id = app_id
+        self.app_secret = app_secret or ""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["app-id"] = self.app_id
+        request.headers["app-secret"] = self.app_secret
+        return request
+
+
+class _Retryable(Exception):
+    """A transient answer (5xx/429) or a transport error; carries what to report if retries run out."""
+
+    def __init__(
+        self, reason: str, wait: float | None = None, response: TelegenceResponse | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+        self.response = response
+
+
+@dataclass
+class TelegenceResponse:
+    """A carrier answer, or the last failure after every attempt (``status`` 0 = no HTTP answer)."""
+
+    method: str
+    path: str
+    status: int
+    body: Any = None
+    text: str = ""
+    attempts: int = 1
+    transient_failures: list[str] = field(default_factory=list)
+    error: str | None = None
+    retry_after_honoured: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and self.error is None
+
+    @property
+    def exhausted(self) -> bool:
+        """True when the call still failed transiently after the last attempt."""
+        return self.error is not None
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.method} {self.path}: {self.error} after {self.attempts} attempt(s)"
+        return f"{self.method} {self.path}: HTTP {self.status} after {self.attempts} attempt(s)"
+
+
+class TelegenceHook(HttpHook):
+    """Interact with the Telegence mobility API.
+
+    :param telegence_conn_id: the :ref:`http connection <howto/connection:http>` of one service
+        provider's Telegence account (see module docstring for its extras).
+    :param sleep: how to wait between attempts (tests pass a recorder).
+    """
+
+    conn_name_attr = "telegence_conn_id"
+    default_conn_name = "telegence_default"
+    conn_type = "http"
+    hook_name = "Telegence"
+
+    def __init__(
+        self,
+        telegence_conn_id: str = default_conn_name,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(method="GET", http_conn_id=telegence_conn_id, auth_type=TelegenceAppAuth, **kwargs)
+        self.telegence_conn_id = telegence_conn_id
+        self._sleep = sleep
+        self._session: requests.Session | None = None
+
+    @staticmethod
+    def conn_id_for(service_provider_id: int) -> str:
+        return f"telegence_sp_{service_provider_id}"
+
+    @cached_property
+    def _extras(self) -> dict[str, Any]:
+        return dict(self.get_connection(self.telegence_conn_id).extra_dejson or {})
+
+    @property
+    def write_enabled(self) -> bool:
+        value = self._extras.get("write_enabled", True)
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "y")
+
+    @property
+    def secrets(self) -> list[str]:
+        password = self.get_connection(self.telegence_conn_id).password
+        return [password] if password else []
+
+    def path(self, name: str, **args: str) -> str:
+        template = {**DEFAULT_PATHS, **(self._extras.get("paths") or {})}[name]
+        return template.format(**{k: requests.utils.quote(str(v), safe="") for k, v in args.items()})
+
+    def _configure_session_from_extra(
+        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
+    ) -> requests.Session:
+        """Keep this hook's own extras out of the request headers."""
+        filtered = connection
+        extras = connection.extra_dejson or {}
+        if _OWN_EXTRAS & set(extras):
+            import copy
+
+            filtered = copy.copy(connection)
+            filtered.extra = json.dumps({k: v for k, v in extras.items() if k not in _OWN_EXTRAS})
+        return super()._configure_session_from_extra(session, filtered, extra_options)
+
+    def _get_session(self) -> requests.Session:
+        if self._session is None:
+            self._session = self.get_conn(headers={"Accept": "application/json"})
+        return self._session
+
+    # ------------------------------------------------------------------------------------ transport
+
+    def call(
+        self, method: str, path: str, *, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> TelegenceResponse:
+        """Send one request under the retry policy; never raises for HTTP or transport failures."""
+        extras = self._extras
+        max_attempts = int(extras.get("max_attempts", 5))
+        timeout = float(extras.get("timeout", 30))
+        retry_after_max = float(extras.get("retry_after_max", 120))
+        backoff = wait_random_exponential(
+            multiplier=float(extras.get("backoff_initial", 1.0)), max=float(extras.get("backoff_max", 60.0))
+        )
+        failures: list[str] = []
+        honoured = 0.0
+
+        def wait(state: RetryCallState) -> float:
+            nonlocal honoured
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retryable) and exc.wait is not None:
+                honoured += min(exc.wait, retry_after_max)
+                return min(exc.wait, retry_after_max)
+            return float(backoff(state))
+
+        def attempt() -> TelegenceResponse:
+            session = self._get_session()
+            request = requests.Request(method, self.url_from_endpoint(path), json=json_body, headers=headers)
+            try:
+                raw = self.run_and_check(
+                    session, session.prepare_request(request), {"timeout": timeout, "check_response": False}
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                reason = f"{type(exc).__name__}: {redact(str(exc), self.secrets)}"
+                failures.append(reason)
+                raise _Retryable(reason) from exc
+            text = redact(raw.text, self.secrets)
+            try:
+                body = raw.json() if text else None
+            except ValueError:
+                body = None
+            result = TelegenceResponse(method, path, raw.status_code, body, text)
+            if is_retryable_status(raw.status_code):
+                reason = f"HTTP {raw.status_code}"
+                failures.append(reason)
+                wait_for = (
+                    retry_after_seconds(raw.headers.get("Retry-After")) if raw.status_code == 429 else None
+                )
+                raise _Retryable(reason, wait_for, result)
+            return result
+
+        retrying = Retrying(
+            stop=stop_after_attempt(max_attempts),
+            wait=wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=lambda s: self.log.warning(
+                "Telegence %s %s: %s (attempt %d of %d), retrying",
+                method,
+                path,
+                s.outcome.exception() if s.outcome else "?",
+                s.attempt_number,
+                max_attempts,
+            ),
+        )
+        try:
+            result = retrying(attempt)
+        except _Retryable as exc:
+            last = exc.response or TelegenceResponse(method, path, 0)
+            last.error = exc.reason
+            result = last
+        result.attempts = len(failures) + (0 if result.exhausted else 1)
+        result.transient_failures = failures
+        result.retry_after_honoured = honoured
+        return result
+
+    # ------------------------------------------------------------------------------------- contract
+
+    def activate(self, items: list[dict[str, Any]]) -> TelegenceResponse:
+        """POST up to 200 service items for activation."""
+        return self.call("POST", self.path("activate"), json_body=items)
+
+    def activation_status(self, request_id: str) -> TelegenceResponse:
+        return self.call("GET", self.path("activation_status", request_id=request_id))
+
+    def service_details(self, subscriber_number: str) -> TelegenceResponse:
+        return self.call("GET", self.path("service", subscriber_number=subscriber_number))
+
+    def update_service(self, subscriber_number: str, body: dict[str, Any]) -> TelegenceResponse:
+        return self.call("PATCH", self.path("service", subscriber_number=subscriber_number), json_body=body)
+
+    def reserve_ips(self, pdp_name: str, quantity: int) -> TelegenceResponse:
+        return self.call(
+            "POST", self.path("reserve_ips"), json_body={"pdpName": pdp_name, "ipQuantity": quantity}
+        )
+
+    def submit_provisioning(self, body: dict[str, Any]) -> TelegenceResponse:
+        return self.call("POST", self.path("provisioning"), json_body=body)
+
+    def provisioning_status(self, batch_id: str) -> TelegenceResponse:
+        return self.call("GET", self.path("provisioning_status"), headers={"batch-id": batch_id})

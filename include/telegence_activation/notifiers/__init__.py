@@ -1,0 +1,1 @@
+"""Notifiers: tell the customer a bulk change is finished."""

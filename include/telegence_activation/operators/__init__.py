@@ -1,0 +1,1 @@
+"""Operators: Airflow glue (templating, mapping, XCom) over the domain functions and hooks."""

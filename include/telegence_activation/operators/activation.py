@@ -1,0 +1,469 @@
+"""Prepare, activate (mapped per batch), remove offering codes, and plan the static IP step."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from telegence_activation import repository as repo
+from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
+from telegence_activation.domain.activation import (
+    MalformedResponse,
+    activation_item,
+    carrier_message,
+    parse_activation_answer,
+    parse_duplicates,
+    plan_batches,
+    remove_offering_code_patch,
+    remove_offering_codes,
+)
+from telegence_activation.hooks.telegence import TelegenceHook, TelegenceResponse
+from telegence_activation.operators.base import BulkChangeTaskMixin, CredentialsProblem, telegence_hook_for
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+AUDIT_TEXT_LIMIT = 8000
+DESC_ACTIVATE = "Telegence New Service Activation: Telegence API"
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= AUDIT_TEXT_LIMIT:
+        return text
+    return text[:AUDIT_TEXT_LIMIT] + f"... [{len(text) - AUDIT_TEXT_LIMIT} more characters]"
+
+
+class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
+    """Load a bulk change, check its carrier credentials, plan activation batches.
+
+    Returns the batch numbers that still hold devices to send (small: one int per batch); the
+    devices themselves stay in the database. An empty bulk change, or one whose credentials are
+    missing or read-only, returns ``[]`` (the latter after failing every device with the reason).
+
+    :param bulk_change_id: the bulk change to run (templated).
+    :param batch_size: devices per activation call, at most 200 (templated).
+    :param addition_bulk_change_id: overrides the stored related bulk change (templated).
+    :param carrier_data_group: overrides the stored carrier data group (templated).
+    :param carrier_rate_pool: overrides the stored carrier rate pool (templated).
+    :param activation_db_conn_id: the activation database connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "bulk_change_id",
+        "batch_size",
+        "addition_bulk_change_id",
+        "carrier_data_group",
+        "carrier_rate_pool",
+    )
+
+    def __init__(
+        self,
+        *,
+        bulk_change_id: Any,
+        batch_size: Any = 200,
+        addition_bulk_change_id: Any = None,
+        carrier_data_group: Any = None,
+        carrier_rate_pool: Any = None,
+        activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bulk_change_id = bulk_change_id
+        self.batch_size = batch_size
+        self.addition_bulk_change_id = addition_bulk_change_id
+        self.carrier_data_group = carrier_data_group
+        self.carrier_rate_pool = carrier_rate_pool
+        self.activation_db_conn_id = activation_db_conn_id
+
+    def execute(self, context: Context) -> list[int]:
+        bc_id = self.bulk_change
+        with self.transaction() as conn:
+            bulk_change = repo.get_bulk_change(conn, bc_id)
+            if bulk_change is None:
+                raise AirflowFailException(f"bulk change {bc_id} does not exist")
+            repo.record_dag_run(conn, bc_id, context["run_id"])
+            overrides = {
+                "addition_bulk_change_id": self.addition_bulk_change_id,
+                "carrier_data_group": self.carrier_data_group,
+                "carrier_rate_pool": self.carrier_rate_pool,
+            }
+            for column, value in overrides.items():
+                if value not in (None, ""):
+                    conn.execute(
+                        f"UPDATE activation.bulk_change SET {column} = %s WHERE id = %s",  # column from a fixed list
+                        (value, bc_id),
+                    )
+            unfinished = repo.unfinished_devices(conn, bc_id)
+        if not unfinished:
+            self.log.warning("No unprocessed device changes found for bulk change %s", bc_id)
+            return []
+
+        try:
+            telegence_hook_for(int(bulk_change["service_provider_id"]))
+        except CredentialsProblem as problem:
+            reason = str(problem)
+            self.log.error("%s: failing %d device(s) of bulk change %s", reason, len(unfinished), bc_id)
+            with self.transaction() as conn:
+                repo.fail_unfinished(conn, bc_id, reason=reason, description=f"{DESC_ACTIVATE}: credentials")
+                repo.set_bulk_change_status(conn, bc_id, "ERROR", reason)
+            return []
+
+        with self.transaction() as conn:
+            repo.set_bulk_change_status(conn, bc_id, "PROCESSING")
+            repo.start_step(conn, bc_id, repo.STEP_ACTIVATE)
+            new_ids = repo.unbatched_device_ids(conn, bc_id)
+            if new_ids:
+                batches = plan_batches(new_ids, int(self.batch_size))
+                repo.assign_batches(conn, batches, repo.next_batch_no(conn, bc_id))
+            to_send = repo.batches_to_send(conn, bc_id)
+        self.log.info(
+            "Bulk change %s: %d unfinished device(s), %d batch(es) to send",
+            bc_id,
+            len(unfinished),
+            len(to_send),
+        )
+        return to_send
+
+
+class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
+    """Send one batch of devices to Telegence for activation (map over the prepare step's output).
+
+    Idempotent: only devices without an activation request id are sent, under row locks held until
+    their results are committed; an answer lost after the carrier accepted is recovered from the
+    carrier's duplicate-activation (409) answer instead of activating twice. Devices that could not
+    be sent because the carrier stayed unavailable end API_FAILED and the task fails, so its retry
+    (or a clear) sends exactly those again.
+
+    :param bulk_change_id: the bulk change (templated).
+    :param batch_no: the batch to send (mapped).
+    """
+
+    template_fields: Sequence[str] = ("bulk_change_id",)
+
+    def __init__(
+        self,
+        *,
+        bulk_change_id: Any,
+        batch_no: int,
+        activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        max_rounds: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bulk_change_id = bulk_change_id
+        self.batch_no = batch_no
+        self.activation_db_conn_id = activation_db_conn_id
+        self.max_rounds = max_rounds
+
+    def execute(self, context: Context) -> dict[str, int]:
+        bc_id, batch_no = self.bulk_change, int(self.batch_no)
+        with self.transaction() as conn:
+            bulk_change = repo.get_bulk_change(conn, bc_id)
+            assert bulk_change is not None
+            bounds = repo.batch_bounds(conn, bc_id, batch_no)
+            total = repo.batch_count(conn, bc_id)
+            if bounds:
+                context["batch_label"] = f"batch {batch_no + 1}/{total} (ICCID {bounds[0]}-{bounds[1]})"  # type: ignore[typeddict-unknown-key]
+            try:
+                hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
+            except CredentialsProblem as problem:
+                raise AirflowFailException(str(problem)) from problem
+            devices = repo.lock_batch(conn, bc_id, batch_no)
+            if not devices:
+                self.log.info("Batch %d of bulk change %s was already sent; nothing to do", batch_no, bc_id)
+                return {"batch": batch_no, "sent": 0, "pending": 0, "error": 0, "api_failed": 0}
+            updates, audit = self._activate(hook, bc_id, batch_no, total, devices)
+            repo.update_devices(conn, updates)
+            repo.write_audit(conn, audit)
+        summary = {"batch": batch_no, "sent": len(devices), "pending": 0, "error": 0, "api_failed": 0}
+        for update in updates:
+            summary[update.status.lower()] = summary.get(update.status.lower(), 0) + 1
+        self.log.info("Batch %d/%d of bulk change %s: %s", batch_no + 1, total, bc_id, summary)
+        if summary["api_failed"]:
+            raise AirflowException(
+                f"{summary['api_failed']} device(s) of batch {batch_no + 1} could not be sent: the carrier stayed "
+                "unavailable (see the audit log); a retry or a clear sends exactly these again"
+            )
+        return summary
+
+    def _activate(
+        self,
+        hook: TelegenceHook,
+        bc_id: int,
+        batch_no: int,
+        total: int,
+        devices: list[dict[str, Any]],
+    ) -> tuple[list[repo.DeviceUpdate], list[repo.AuditRow]]:
+        ids = {d["iccid"]: int(d["id"]) for d in devices}
+        items: dict[str, dict[str, Any]] = {}
+        updates: list[repo.DeviceUpdate] = []
+        audit: list[repo.AuditRow] = []
+        path = hook.path("activate")
+        label = f"batch {batch_no + 1}/{total}"
+
+        def done(
+            iccid: str, status: str, details: str, response_text: str | None, request_id: str | None = None
+        ) -> None:
+            step = repo.STEP_WAIT_ACTIVATION if status == "PENDING" else repo.STEP_ACTIVATE
+            updates.append(
+                repo.DeviceUpdate(ids[iccid], status, step, details, activation_request_id=request_id)
+            )
+            item = items.get(iccid)
+            audit.append(
+                repo.AuditRow(
+                    bulk_change_id=bc_id,
+                    device_change_id=ids[iccid],
+                    step=repo.STEP_ACTIVATE,
+                    description=DESC_ACTIVATE,
+                    request_text=_clip(f"POST {path} ({label})\n{json.dumps(item) if item else ''}"),
+                    response_text=_clip(response_text),
+                    response_status=status,
+                    has_errors=status != "PENDING",
+                    error_text=None if status == "PENDING" else details,
+                )
+            )
+
+        for device in devices:
+            try:
+                items[device["iccid"]] = activation_item(device["change_request"])
+            except ValueError as exc:
+                done(device["iccid"], "ERROR", str(exc), None)
+
+        remaining = dict(items)
+        rounds = 0
+        last: TelegenceResponse | None = None
+        while remaining and rounds < self.max_rounds:
+            rounds += 1
+            last = hook.activate(list(remaining.values()))
+            if last.exhausted:
+                for iccid in list(remaining):
+                    done(iccid, "API_FAILED", f"carrier unavailable: {last.describe()}", last.text)
+                    del remaining[iccid]
+                break
+            if last.status == 409:
+                try:
+                    duplicates = parse_duplicates(last.body)
+                except MalformedResponse as exc:
+                    duplicates = {}
+                    self.log.warning("Unreadable 409 answer: %s", exc)
+                known = [iccid for iccid in remaining if iccid in duplicates]
+                if not known:
+                    message = carrier_message(last.body, last.text)
+                    for iccid in list(remaining):
+                        done(
+                            iccid, "ERROR", f"carrier refused the activation: HTTP 409: {message}", last.text
+                        )
+                        del remaining[iccid]
+                    break
+                for iccid in known:
+                    request_id = duplicates[iccid]
+                    done(
+                        iccid,
+                        "PENDING",
+                        f"activation already requested (request id {request_id}); recovered from the "
+                        "carrier's duplicate-activation answer",
+                        json.dumps({"sim": iccid, "existingRequestId": request_id}),
+                        request_id,
+                    )
+                    del remaining[iccid]
+                continue  # send the rest of the batch, which the carrier refused only because of these
+            if last.ok:
+                try:
+                    states = parse_activation_answer(last.body)
+                except MalformedResponse as exc:
+                    # The carrier may have accepted: the next round is answered 409 for those devices.
+                    self.log.warning(
+                        "Malformed 2xx activation answer (%s); sending again to learn the outcome", exc
+                    )
+                    continue
+                for iccid in list(remaining):
+                    state = states.get(iccid)
+                    if state is None:
+                        done(iccid, "ERROR", "carrier's answer did not include this ICCID", last.text)
+                    else:
+                        done(
+                            iccid,
+                            "PENDING",
+                            f"activation requested (request id {state.request_id})",
+                            json.dumps(state.__dict__),
+                            state.request_id,
+                        )
+                    del remaining[iccid]
+                break
+            message = carrier_message(last.body, last.text or f"HTTP {last.status}")
+            for iccid in list(remaining):
+                done(
+                    iccid,
+                    "ERROR",
+                    f"carrier refused the activation: HTTP {last.status}: {message}",
+                    last.text,
+                )
+                del remaining[iccid]
+            break
+        for iccid in remaining:
+            done(
+                iccid,
+                "API_FAILED",
+                f"no usable carrier answer after {rounds} activation calls",
+                last.text if last else None,
+            )
+        return updates, audit
+
+
+class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
+    """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active."""
+
+    template_fields: Sequence[str] = ("bulk_change_id",)
+
+    def __init__(
+        self, *, bulk_change_id: Any, activation_db_conn_id: str = ACTIVATION_DB_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bulk_change_id = bulk_change_id
+        self.activation_db_conn_id = activation_db_conn_id
+
+    def execute(self, context: Context) -> dict[str, int]:
+        bc_id = self.bulk_change
+        with self.transaction() as conn:
+            bulk_change = repo.get_bulk_change(conn, bc_id)
+            assert bulk_change is not None
+            devices = [
+                d
+                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+                if d["offering_codes_removed_at"] is None and remove_offering_codes(d["change_request"])
+            ]
+            repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+        if not devices:
+            with self.transaction() as conn:
+                repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+            return {"patched": 0, "failed": 0}
+        hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
+        patched = failed = 0
+        for device in devices:
+            updates: list[repo.DeviceUpdate] = []
+            audit: list[repo.AuditRow] = []
+            problem = None
+            for code in remove_offering_codes(device["change_request"]):
+                body = remove_offering_code_patch(code)
+                response = hook.update_service(device["subscriber_number"], body)
+                if not response.ok:
+                    problem = (
+                        f"offering code {code} not removed: {response.describe()}: {response.text[:300]}"
+                    )
+                audit.append(
+                    repo.AuditRow(
+                        bulk_change_id=bc_id,
+                        device_change_id=int(device["id"]),
+                        step=repo.STEP_REMOVE_CODES,
+                        description="Telegence New Service Activation: Remove Offering Code",
+                        request_text=f"PATCH {hook.path('service', subscriber_number=device['subscriber_number'])}\n"
+                        + json.dumps(body),
+                        response_text=_clip(response.text),
+                        response_status="ERROR" if problem else "PENDING",
+                        has_errors=problem is not None,
+                        error_text=problem,
+                    )
+                )
+                if problem:
+                    break
+            if problem:
+                failed += 1
+                updates.append(repo.DeviceUpdate(int(device["id"]), "ERROR", repo.STEP_REMOVE_CODES, problem))
+            else:
+                patched += 1
+                updates.append(
+                    repo.DeviceUpdate(
+                        int(device["id"]),
+                        "PENDING",
+                        repo.STEP_REMOVE_CODES,
+                        "active; offering codes removed",
+                        offering_codes_removed=True,
+                    )
+                )
+            with self.transaction() as conn:  # one device at a time: a crash never loses a done PATCH
+                repo.update_devices(conn, updates)
+                repo.write_audit(conn, audit)
+        with self.transaction() as conn:
+            repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+        return {"patched": patched, "failed": failed}
+
+
+class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
+    """Decide, per ``on_activation_failure``, which active devices go on to the static IP step.
+
+    Devices that need no static IP are PROCESSED now. Under ``stop`` (the default), if any device
+    of the bulk change failed activation, devices that need a static IP end ERROR with that reason;
+    under ``continue`` they go on. Returns how many devices go on to the IP step.
+    """
+
+    template_fields: Sequence[str] = ("bulk_change_id", "on_activation_failure")
+
+    def __init__(
+        self,
+        *,
+        bulk_change_id: Any,
+        on_activation_failure: Any = "stop",
+        activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bulk_change_id = bulk_change_id
+        self.on_activation_failure = on_activation_failure
+        self.activation_db_conn_id = activation_db_conn_id
+
+    def execute(self, context: Context) -> dict[str, int]:
+        bc_id = self.bulk_change
+        policy = str(self.on_activation_failure)
+        if policy not in ("stop", "continue"):
+            raise AirflowFailException(f"on_activation_failure must be 'stop' or 'continue', got {policy!r}")
+        with self.transaction() as conn:
+            failures = repo.activation_failures(conn, bc_id)
+            devices = repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+            updates: list[repo.DeviceUpdate] = []
+            audit: list[repo.AuditRow] = []
+            for d in devices:
+                if not d["needs_static_ip"]:
+                    update = repo.DeviceUpdate(
+                        int(d["id"]), "PROCESSED", repo.STEP_DONE, f"activated, MDN {d['subscriber_number']}"
+                    )
+                elif policy == "stop" and failures:
+                    update = repo.DeviceUpdate(
+                        int(d["id"]),
+                        "ERROR",
+                        repo.STEP_REQUEST_IP,
+                        f"static IP not requested: {failures} device(s) of this bulk change failed activation "
+                        "and on_activation_failure=stop",
+                    )
+                else:
+                    update = repo.DeviceUpdate(
+                        int(d["id"]), "PENDING", repo.STEP_REQUEST_IP, "active; static IP to be requested"
+                    )
+                updates.append(update)
+                audit.append(
+                    repo.AuditRow(
+                        bulk_change_id=bc_id,
+                        device_change_id=update.device_change_id,
+                        step=update.step,
+                        description="Telegence New Service Activation: next step",
+                        request_text=None,
+                        response_text=None,
+                        response_status=update.status,
+                        has_errors=update.status == "ERROR",
+                        error_text=update.status_details if update.status == "ERROR" else None,
+                    )
+                )
+            repo.update_devices(conn, updates)
+            repo.write_audit(conn, audit)
+        onward = sum(1 for u in updates if u.step == repo.STEP_REQUEST_IP and u.status == "PENDING")
+        self.log.info(
+            "Bulk change %s: %d activation failure(s), policy %s, %d device(s) go on to static IP",
+            bc_id,
+            failures,
+            policy,
+            onward,
+        )
+        return {"static_ip_devices": onward, "processed": sum(1 for u in updates if u.status == "PROCESSED")}

@@ -1,0 +1,1 @@
+"""Sensors: reschedule-mode polls of the carrier's asynchronous work."""
