@@ -12,6 +12,7 @@ import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule
+
 from telegence_activation.operators.activation import (
     ActivateBatchOperator,
     PlanStaticIPOperator,

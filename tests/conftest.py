@@ -53,6 +53,7 @@ def pg_server_uri() -> str:
 def db_uri(pg_server_uri: str) -> Iterator[str]:
     """A fresh, migrated database for this session; ``AIRFLOW_CONN_ACTIVATION_DB`` points at it."""
     import psycopg
+
     from telegence_activation.db.connection import uri_to_connection_json
     from telegence_activation.db.migrate import migrate
 

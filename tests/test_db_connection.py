@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from telegence_activation.db.connection import connection_to_uri, uri_to_connection_json
 
 REPO = Path(__file__).resolve().parent.parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from telegence_activation.domain.identifiers import (
     iccid_problem,
     imei_problem,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from telegence_activation.domain.identifiers import make_iccid, make_imei
 from telegence_activation.domain.intake import ALL_COLUMNS, IntakeOptions, sample_rows
 from telegence_activation.intake import BulkChangeSpec, IntakeRejected, ingest_csv, write_sample_csv

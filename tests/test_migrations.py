@@ -6,6 +6,7 @@ import threading
 
 import psycopg
 import pytest
+
 from telegence_activation.db.migrate import Migration, MigrationError, load_migrations, migrate
 
 

@@ -176,6 +176,8 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             if not devices:
                 self.log.info("Batch %d of bulk change %s was already sent; nothing to do", batch_no, bc_id)
                 return {"batch": batch_no, "sent": 0, "pending": 0, "error": 0, "api_failed": 0}
+            if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
+                repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
             updates, audit = self._activate(hook, bc_id, batch_no, total, devices)
             repo.update_devices(conn, updates)
             repo.write_audit(conn, audit)

@@ -49,7 +49,10 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
 
     Runs whatever happened upstream (``trigger_rule=all_done`` in the DAG). If any device is still
     not in a terminal state — a step failed and must be cleared — the bulk change stays PROCESSING
-    and this task fails saying so: nothing is marked done while work is unfinished.
+    and this task fails saying so: nothing is marked done while work is unfinished. When devices
+    ended API_FAILED (carrier unavailable beyond retries), the bulk change is completed as ERROR,
+    reported and notified, and then this task fails too, so the run shows red until those tasks
+    are cleared and their devices sent again.
 
     :param bulk_change_id: the bulk change (templated).
     :param notify_conn_id: http connection of the customer webhook; when it is not configured the
@@ -111,6 +114,7 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         json_path, csv_path = self._write_files(bc_id, report)
         report_files = {"json": str(json_path), "csv": str(csv_path)}
         self._notify(context, bulk_change, report)
+        api_failed = counts.get("API_FAILED", 0)
         self.log.info(
             "Bulk change %s %s: %d of %d devices processed; report %s",
             bc_id,
@@ -119,6 +123,12 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             report["devices"],
             json_path,
         )
+        if api_failed:
+            # Everything is recorded; fail so the run shows red and the failed tasks can be cleared.
+            raise AirflowFailException(
+                f"bulk change {bc_id} finished ERROR with {api_failed} device(s) API_FAILED (the carrier stayed "
+                "unavailable); clear the failed task(s) of this run to send them again"
+            )
         return {
             "status": status,
             "devices": report["devices"],

@@ -60,6 +60,8 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
             if not devices:
                 raise AirflowSkipException(f"no device of bulk change {bc_id} needs a static IP")
             repo.start_step(conn, bc_id, repo.STEP_REQUEST_IP)
+            if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
+                repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
         hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
         requests_by_id = {int(d["id"]): ChangeRequest.model_validate(d["change_request"]) for d in devices}
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
@@ -62,9 +63,8 @@ class _BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         bc_id = self.bulk_change
         with self.transaction() as conn:
             bulk_change = repo.get_bulk_change(conn, bc_id)
-            if bulk_change is None or bulk_change["status"] != "PROCESSING":
-                self.log.info("Bulk change %s is not PROCESSING; nothing to check", bc_id)
-                return True
+            if bulk_change is None:
+                raise AirflowFailException(f"bulk change {bc_id} does not exist")
             repo.start_step(conn, bc_id, self.step)
         if not self.waiting(bc_id):
             with self.transaction() as conn:
