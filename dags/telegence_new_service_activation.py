@@ -27,6 +27,10 @@ CARRIER_POOL = "telegence_api"
 # Environment knobs for operators of the deployment (read from the environment, no I/O).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
 MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
+# Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
+# the executor's "success" for one poke arrives after the next poke was queued. The sensors are
+# idempotent (state lives in the database), so a few quick retries absorb it.
+SENSOR_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": 0}
 
 with DAG(
     dag_id="telegence_new_service_activation",
@@ -88,6 +92,7 @@ with DAG(
         pool=CARRIER_POOL,
         # Devices of the batches that did activate still need their status, whatever failed.
         trigger_rule=TriggerRule.ALL_DONE,
+        **SENSOR_RETRIES,
     )
     remove_offering_codes = RemoveOfferingCodesOperator(
         task_id="remove_offering_codes", bulk_change_id="{{ params.bulk_change_id }}", pool=CARRIER_POOL
@@ -108,6 +113,7 @@ with DAG(
         pool=CARRIER_POOL,
         # Checks whatever was submitted, also when the request step skipped or failed part-way.
         trigger_rule=TriggerRule.ALL_DONE,
+        **SENSOR_RETRIES,
     )
     finalize = FinalizeBulkChangeOperator(
         task_id="finalize", bulk_change_id="{{ params.bulk_change_id }}", trigger_rule=TriggerRule.ALL_DONE

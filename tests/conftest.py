@@ -44,9 +44,14 @@ def _with_database(uri: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_uri() -> str:
-    """URI of the server under test (any database on it)."""
-    return _server_uri()
+def pg_server_uri() -> Iterator[str]:
+    """URI of the server under test (any database on it); an embedded one started here is stopped after."""
+    from telegence_activation.db.connection import embedded_running, stop_embedded
+
+    started_here = _GIVEN_CONN is None and not embedded_running()
+    yield _server_uri()
+    if started_here:
+        stop_embedded()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,15 @@ Commands::
     bulk-change create --csv FILE --service-provider N --billing-account BAN [...]
     bulk-change create --sample N --service-provider N --billing-account BAN [...]
     bulk-change sample N --out FILE
+    trigger BULK_CHANGE_ID [--on-activation-failure stop|continue] [--batch-size N] [...]
+    status BULK_CHANGE_ID
+    report BULK_CHANGE_ID [--format json|csv]
+    retry-failed BULK_CHANGE_ID
     db migrate | db uri | db stop
+
+The run commands talk to Airflow's REST API: ``--api-url`` (env ``TELEGENCE_AIRFLOW_API_URL``,
+default http://127.0.0.1:8080), ``--username`` (``TELEGENCE_AIRFLOW_USERNAME``, default admin) and
+``--password`` (``TELEGENCE_AIRFLOW_PASSWORD``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from telegence_activation.domain.intake import IntakeOptions
 
@@ -62,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--static-ip-every", type=int, default=3, help="every Nth device asks a static IP (0: none)"
     )
+
+    def api_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--api-url", default=os.environ.get("TELEGENCE_AIRFLOW_API_URL", "http://127.0.0.1:8080")
+        )
+        command.add_argument("--username", default=os.environ.get("TELEGENCE_AIRFLOW_USERNAME", "admin"))
+        command.add_argument("--password", default=os.environ.get("TELEGENCE_AIRFLOW_PASSWORD"))
+
+    trigger = commands.add_parser("trigger", help="start the activation DAG for a bulk change (REST API)")
+    trigger.add_argument("bulk_change_id", type=_positive_int)
+    trigger.add_argument("--on-activation-failure", choices=["stop", "continue"])
+    trigger.add_argument("--batch-size", type=_positive_int)
+    trigger.add_argument(
+        "--activation-check-interval", type=_positive_int, dest="activation_check_interval_seconds"
+    )
+    trigger.add_argument(
+        "--activation-check-timeout", type=_positive_int, dest="activation_check_timeout_seconds"
+    )
+    trigger.add_argument("--ip-check-interval", type=_positive_int, dest="ip_check_interval_seconds")
+    trigger.add_argument("--ip-check-timeout", type=_positive_int, dest="ip_check_timeout_seconds")
+    api_options(trigger)
+
+    status = commands.add_parser("status", help="devices of a bulk change by status and step (database)")
+    status.add_argument("bulk_change_id", type=_positive_int)
+
+    report = commands.add_parser("report", help="the summary report (json) or every device (csv)")
+    report.add_argument("bulk_change_id", type=_positive_int)
+    report.add_argument("--format", choices=["json", "csv"], default="json")
+
+    retry = commands.add_parser(
+        "retry-failed", help="reset failed devices and rerun the bulk change's DAG run"
+    )
+    retry.add_argument("bulk_change_id", type=_positive_int)
+    api_options(retry)
 
     db = commands.add_parser("db", help="activation database")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -123,8 +166,164 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Any:
+    from telegence_activation.api_client import AirflowClient
+
+    if not args.password:
+        raise SystemExit("error: the Airflow password is needed: --password or TELEGENCE_AIRFLOW_PASSWORD")
+    return AirflowClient(args.api_url, args.username, args.password)
+
+
+def _bulk_change_or_exit(conn: Any, bulk_change_id: int) -> dict[str, Any]:
+    from telegence_activation import repository as repo
+
+    bulk_change = repo.get_bulk_change(conn, bulk_change_id)
+    if bulk_change is None:
+        raise SystemExit(f"error: bulk change {bulk_change_id} does not exist")
+    return bulk_change
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from telegence_activation.api_client import AirflowApiError, run_id_for
+    from telegence_activation.db.connection import activation_db_uri
+
+    run_id = run_id_for(args.bulk_change_id)
+    with psycopg.connect(activation_db_uri()) as conn:
+        bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
+    if bulk_change["status"] != "NEW":
+        print(
+            f"error: bulk change {args.bulk_change_id} is {bulk_change['status']}, not NEW: it was already "
+            f"triggered (run {bulk_change['dag_run_id'] or run_id}); use 'status' to follow it or "
+            "'retry-failed' to retry its failed devices",
+            file=sys.stderr,
+        )
+        return 1
+    conf: dict[str, Any] = {"bulk_change_id": args.bulk_change_id}
+    for key in (
+        "on_activation_failure",
+        "batch_size",
+        "activation_check_interval_seconds",
+        "activation_check_timeout_seconds",
+        "ip_check_interval_seconds",
+        "ip_check_timeout_seconds",
+    ):
+        if getattr(args, key) is not None:
+            conf[key] = getattr(args, key)
+    try:
+        run = _client(args).trigger(conf, run_id)
+    except AirflowApiError as exc:
+        if exc.status == 409:
+            print(
+                f"error: bulk change {args.bulk_change_id} was already triggered as run {run_id}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"error: trigger refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"triggered run {run['dag_run_id']} ({run['state']})", file=sys.stderr)
+    print(run["dag_run_id"])
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from telegence_activation import repository as repo
+    from telegence_activation.db.connection import activation_db_uri
+
+    with psycopg.connect(activation_db_uri()) as conn:
+        bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
+        rows = repo.status_step_counts(conn, args.bulk_change_id)
+        failures = repo.failure_reasons(conn, args.bulk_change_id)
+    total = sum(n for _, _, n in rows)
+    print(f"bulk change {bulk_change['id']}: {bulk_change['status']} ({total} devices)")
+    if bulk_change["status_details"]:
+        print(f"  {bulk_change['status_details']}")
+    for status, step, count in rows:
+        print(f"  {status:<11} {step:<24} {count:>8}")
+    if failures:
+        print("failures by reason:")
+        for status, reason, count in failures[:20]:
+            print(f"  {count:>8}  {status}: {reason}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    import psycopg
+
+    from telegence_activation import repository as repo
+    from telegence_activation.db.connection import activation_db_uri
+    from telegence_activation.operators.finalize import CSV_COLUMNS
+
+    with psycopg.connect(activation_db_uri()) as conn:
+        _bulk_change_or_exit(conn, args.bulk_change_id)
+        if args.format == "csv":
+            writer = csv.writer(sys.stdout)
+            writer.writerow(CSV_COLUMNS)
+            for row in repo.device_rows_for_export(conn, args.bulk_change_id):
+                writer.writerow(["" if v is None else v for v in row])
+            return 0
+        report = repo.get_report(conn, args.bulk_change_id)
+    if report is None:
+        print(
+            f"error: bulk change {args.bulk_change_id} has no report yet (it is not finished)",
+            file=sys.stderr,
+        )
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _retry_failed(args: argparse.Namespace) -> int:
+    import getpass
+
+    import psycopg
+
+    from telegence_activation import repository as repo
+    from telegence_activation.api_client import AirflowApiError, run_id_for
+    from telegence_activation.db.connection import activation_db_uri
+
+    client = _client(args)
+    with psycopg.connect(activation_db_uri()) as conn:
+        bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
+        run_id = bulk_change["dag_run_id"] or run_id_for(args.bulk_change_id)
+        try:
+            run = client.get_run(run_id)
+        except AirflowApiError as exc:
+            print(
+                f"error: run {run_id} of bulk change {args.bulk_change_id} not found: {exc}", file=sys.stderr
+            )
+            return 1
+        if run["state"] in ("queued", "running"):
+            print(f"error: run {run_id} is still {run['state']}; retry once it has finished", file=sys.stderr)
+            return 1
+        reset = repo.reset_failed_devices(conn, args.bulk_change_id, f"retry-failed by {getpass.getuser()}")
+        retryable = len(repo.retryable_devices(conn, args.bulk_change_id))
+        if not reset and not retryable:
+            conn.rollback()
+            print(f"bulk change {args.bulk_change_id} has no failed device to retry")
+            return 0
+        conn.commit()
+    # Clear the whole run: the rejected devices' tasks succeeded, so clearing only failed tasks
+    # would not reach them; every task is idempotent and only does what is left.
+    cleared = client.clear(run_id, only_failed=False)
+    devices = sum(reset.values()) + retryable
+    print(
+        f"reset {devices} device(s) for retry ({reset or {}}); cleared {len(cleared)} task(s) of run {run_id}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"trigger": _trigger, "status": _status, "report": _report, "retry-failed": _retry_failed}
+    if args.command in commands:
+        return int(commands[args.command](args))
     if args.command == "bulk-change" and args.bulk_command == "create":
         return _create(args)
     if args.command == "bulk-change" and args.bulk_command == "sample":

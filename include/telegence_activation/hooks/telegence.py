@@ -185,12 +185,24 @@ class TelegenceHook(HttpHook):
         honoured = 0.0
 
         def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retryable) and exc.wait is not None:
+                return min(exc.wait, retry_after_max)
+            return float(backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
             nonlocal honoured
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retryable) and exc.wait is not None:
-                honoured += min(exc.wait, retry_after_max)
-                return min(exc.wait, retry_after_max)
-            return float(backoff(state))
+                honoured += min(exc.wait, retry_after_max)  # only waits really slept count
+            self.log.warning(
+                "Telegence %s %s: %s (attempt %d of %d), retrying",
+                method,
+                path,
+                exc,
+                state.attempt_number,
+                max_attempts,
+            )
 
         def attempt() -> TelegenceResponse:
             session = self._get_session()
@@ -204,8 +216,8 @@ class TelegenceHook(HttpHook):
                 failures.append(reason)
                 raise _Retryable(reason) from exc
             text = redact(raw.text, self.secrets)
-            try:
-                body = raw.json() if text else None
+            try:  # parse the redacted text, so a secret echoed by the carrier is gone from the body too
+                body = json.loads(text) if text else None
             except ValueError:
                 body = None
             result = TelegenceResponse(method, path, raw.status_code, body, text)
@@ -224,14 +236,7 @@ class TelegenceHook(HttpHook):
             retry=retry_if_exception_type(_Retryable),
             sleep=self._sleep,
             reraise=True,
-            before_sleep=lambda s: self.log.warning(
-                "Telegence %s %s: %s (attempt %d of %d), retrying",
-                method,
-                path,
-                s.outcome.exception() if s.outcome else "?",
-                s.attempt_number,
-                max_attempts,
-            ),
+            before_sleep=before_sleep,
         )
         try:
             result = retrying(attempt)

@@ -97,7 +97,8 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
                         f"UPDATE activation.bulk_change SET {column} = %s WHERE id = %s",  # column from a fixed list
                         (value, bc_id),
                     )
-            unfinished = repo.unfinished_devices(conn, bc_id)
+            # API_FAILED devices are terminal but retryable: a rerun sends them again.
+            unfinished = repo.unfinished_devices(conn, bc_id) + repo.retryable_devices(conn, bc_id)
         if not unfinished:
             self.log.warning("No unprocessed device changes found for bulk change %s", bc_id)
             return []
@@ -181,6 +182,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             updates, audit = self._activate(hook, bc_id, batch_no, total, devices)
             repo.update_devices(conn, updates)
             repo.write_audit(conn, audit)
+            repo.finish_step(conn, bc_id, repo.STEP_ACTIVATE)  # the last batch to finish sets the end
         summary = {"batch": batch_no, "sent": len(devices), "pending": 0, "error": 0, "api_failed": 0}
         for update in updates:
             summary[update.status.lower()] = summary.get(update.status.lower(), 0) + 1

@@ -1,0 +1,134 @@
+"""The bulk change report: final status, unfinished count, and the assembled report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from telegence_activation.domain.report import StepTime, build_report, final_status, unfinished
+
+T0 = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("counts", "status"),
+    [
+        ({}, "PROCESSED"),
+        ({"PROCESSED": 12}, "PROCESSED"),
+        ({"PROCESSED": 12, "ERROR": 0, "API_FAILED": 0}, "PROCESSED"),
+        ({"PROCESSED": 12, "ERROR": 1}, "ERROR"),
+        ({"PROCESSED": 12, "API_FAILED": 1}, "ERROR"),
+        ({"ERROR": 3}, "ERROR"),
+        ({"PROCESSED": 12, "NEW": 1}, "ERROR"),
+    ],
+)
+def test_final_status_is_processed_only_when_every_device_is(counts: dict[str, int], status: str) -> None:
+    assert final_status(counts) == status
+
+
+def test_unfinished_counts_devices_outside_terminal_states() -> None:
+    counts = {"PROCESSED": 2, "ERROR": 1, "API_FAILED": 4, "NEW": 3, "PENDING": 5, "IP_PENDING": 1}
+    assert unfinished(counts) == 9
+
+
+def test_unfinished_is_zero_when_all_terminal() -> None:
+    assert unfinished({"PROCESSED": 2, "ERROR": 1, "API_FAILED": 4}) == 0
+    assert unfinished({}) == 0
+
+
+def _report(**overrides: object) -> dict[str, object]:
+    arguments: dict[str, object] = {
+        "bulk_change": {"id": 42, "service_provider_id": 3, "customer_name": "Acme", "status": "ERROR"},
+        "by_status_step": [
+            ("PROCESSED", "Done", 5),
+            ("ERROR", "ActivateDevice", 2),
+            ("PROCESSED", "ProvisionStaticIP", 1),
+            ("API_FAILED", "ActivateDevice", 1),
+        ],
+        "failures": [
+            ("ERROR", "carrier refused the activation", 2),
+            ("API_FAILED", "carrier unavailable", 1),
+        ],
+        "ips_assigned": 3,
+        "static_ip_requested": 4,
+        "step_times": [
+            StepTime("ActivateDevice", T0, T0 + timedelta(seconds=90, microseconds=123456)),
+            StepTime("ProvisionStaticIP", T0 + timedelta(minutes=2), None),
+        ],
+        "generated_at": T0 + timedelta(minutes=5),
+    }
+    arguments.update(overrides)
+    return build_report(**arguments)  # type: ignore[arg-type]
+
+
+def test_build_report_sums_statuses_across_steps() -> None:
+    report = _report()
+    assert report["devices"] == 9
+    assert report["succeeded"] == 6
+    assert report["failed"] == 3
+    assert report["by_status"] == {"API_FAILED": 1, "ERROR": 2, "PROCESSED": 6}
+    assert list(report["by_status"]) == ["API_FAILED", "ERROR", "PROCESSED"]  # type: ignore[arg-type]
+
+
+def test_build_report_keeps_rows_by_status_and_step_and_failures_by_reason() -> None:
+    report = _report()
+    assert report["by_status_and_step"] == [
+        {"status": "PROCESSED", "step": "Done", "devices": 5},
+        {"status": "ERROR", "step": "ActivateDevice", "devices": 2},
+        {"status": "PROCESSED", "step": "ProvisionStaticIP", "devices": 1},
+        {"status": "API_FAILED", "step": "ActivateDevice", "devices": 1},
+    ]
+    assert report["failures_by_reason"] == [
+        {"status": "ERROR", "reason": "carrier refused the activation", "devices": 2},
+        {"status": "API_FAILED", "reason": "carrier unavailable", "devices": 1},
+    ]
+
+
+def test_build_report_header_and_static_ip() -> None:
+    report = _report()
+    assert report["bulk_change_id"] == 42
+    assert report["service_provider_id"] == 3
+    assert report["customer_name"] == "Acme"
+    assert report["status"] == "ERROR"
+    assert report["generated_at"] == "2026-11-29T10:05:00+00:00"
+    assert report["static_ip"] == {"requested": 4, "assigned": 3}
+
+
+def test_build_report_step_times_in_seconds_rounded_and_open_steps() -> None:
+    assert _report()["steps"] == [
+        {
+            "step": "ActivateDevice",
+            "started_at": "2026-11-29T10:00:00+00:00",
+            "finished_at": "2026-11-29T10:01:30.123456+00:00",
+            "seconds": 90.123,
+        },
+        {
+            "step": "ProvisionStaticIP",
+            "started_at": "2026-11-29T10:02:00+00:00",
+            "finished_at": None,
+            "seconds": None,
+        },
+    ]
+
+
+def test_build_report_of_an_empty_bulk_change() -> None:
+    report = _report(
+        bulk_change={"id": 1, "service_provider_id": 9, "status": "PROCESSED"},
+        by_status_step=iter(()),
+        failures=[],
+        ips_assigned=0,
+        static_ip_requested=0,
+        step_times=[],
+    )
+    assert report["customer_name"] is None
+    assert (report["devices"], report["succeeded"], report["failed"]) == (0, 0, 0)
+    assert report["by_status"] == {}
+    assert report["steps"] == []
+
+
+def test_build_report_accepts_one_shot_iterators() -> None:
+    # The database hands rows as cursors; each must be read once and still counted fully.
+    report = _report(by_status_step=iter([("PROCESSED", "Done", 2), ("ERROR", "ActivateDevice", 1)]))
+    assert report["devices"] == 3
+    assert len(report["by_status_and_step"]) == 2  # type: ignore[arg-type]
