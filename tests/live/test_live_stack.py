@@ -1,0 +1,210 @@
+"""End to end with the real scheduler: the live stack as ``make demo`` runs it, driven over REST.
+
+One stack per module (api-server, scheduler, dag-processor, triggerer, LocalExecutor; metadata in
+a fresh database of the test server; the simulator). Bulk changes are triggered through the REST
+API v2 or the CLI, exactly as operators do, and the database and simulator counters are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from telegence_activation.api_client import AirflowApiError, run_id_for
+from telegence_activation.domain.intake import IntakeOptions
+from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
+from telegence_activation.stack import LiveStack, StackConfig
+
+pytestmark = pytest.mark.timeout(900)
+
+APP_SECRET = "LIVE-s3cret-d41d8cd9"
+SCENARIO: dict[str, Any] = {
+    "name": "live-test",
+    "seed": 11,
+    "accounts": [{"app_id": "live-app-id", "app_secret": APP_SECRET, "write_enabled": True}],
+    "activation": {"unit": "seconds", "reserved_after": 0.3, "done_after": 1.0},
+    "ip_provisioning": {"unit": "seconds", "check_after": 0.3, "reserve_after": 0.6, "done_after": 1.2},
+    "ip_pools": [{"pdp_name": "DEMO.PDP", "cidr": "10.20.0.0/16"}],
+}
+FAST = {"activation_check_interval_seconds": 2, "ip_check_interval_seconds": 2}
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server_uri: str, db_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    home = tmp_path_factory.mktemp("live-airflow")
+    live = LiveStack(
+        StackConfig(
+            home=home,
+            scenario=SCENARIO,
+            db_server_uri=pg_server_uri,
+            activation_database=urlsplit(db_uri).path.lstrip("/"),
+            airflow_database=f"airflow_live_{secrets.token_hex(3)}",
+            app_id="live-app-id",
+            app_secret=APP_SECRET,
+            extra_env={"TELEGENCE_TASK_RETRY_DELAY_SECONDS": "2"},
+        )
+    )
+    try:
+        live.start()
+        live.client().unpause()
+        yield live
+    except BaseException:
+        for component in ("api-server", "scheduler", "dag-processor"):
+            print(f"--- {component} ---\n{live.log_tail(component)}")
+        raise
+    finally:
+        live.stop()
+        with psycopg.connect(pg_server_uri, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{live.config.airflow_database}" WITH (FORCE)')
+
+
+def new_bulk_change(
+    stack: LiveStack, tmp_path: Path, n: int, static_ip_every: int = 3
+) -> tuple[int, list[str]]:
+    path = write_sample_csv(tmp_path / f"live-{secrets.token_hex(3)}.csv", n, static_ip_every=static_ip_every)
+    result = ingest_csv(stack.activation_db_uri, path, BulkChangeSpec(1, IntakeOptions("BAN-LIVE")))
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        iccids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT iccid FROM activation.device_change WHERE bulk_change_id = %s ORDER BY line_number",
+                (result.bulk_change_id,),
+            ).fetchall()
+        ]
+    return result.bulk_change_id, iccids
+
+
+def cli(stack: LiveStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **{k: v for k, v in stack.env.items() if k.startswith("AIRFLOW_CONN_ACTIVATION_DB")}}
+    env.update(
+        TELEGENCE_AIRFLOW_API_URL=stack.api_url,
+        TELEGENCE_AIRFLOW_USERNAME="admin",
+        TELEGENCE_AIRFLOW_PASSWORD=stack.password,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "telegence_activation", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def wait_for_run(stack: LiveStack, run_id: str, timeout: float = 400) -> str:
+    client = stack.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get_run(run_id)["state"]
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(2)
+    raise AssertionError(
+        f"run {run_id} still not finished after {timeout} s: {client.task_instances(run_id)}"
+    )
+
+
+def statuses(stack: LiveStack, bulk_change_id: int) -> dict[str, int]:
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*) FROM activation.device_change WHERE bulk_change_id = %s GROUP BY 1",
+            (bulk_change_id,),
+        ).fetchall()
+    return {s: int(n) for s, n in rows}
+
+
+def activations(stack: LiveStack) -> dict[str, int]:
+    assert stack.simulator is not None
+    return dict(stack.simulator.admin.counters()["activationsPerIccid"])
+
+
+def test_happy_bulk_change_through_the_cli_and_the_real_scheduler(stack: LiveStack, tmp_path: Path) -> None:
+    bc, iccids = new_bulk_change(stack, tmp_path, 30)
+    done = cli(stack, "trigger", str(bc), "--activation-check-interval", "2", "--ip-check-interval", "2")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    assert run_id == run_id_for(bc)
+    assert wait_for_run(stack, run_id) == "success"
+    assert statuses(stack, bc) == {"PROCESSED": 30}
+    counted = activations(stack)
+    assert all(counted[i] == 1 for i in iccids)
+    # Mapped instances carry their readable label.
+    labels = [
+        t["rendered_map_index"] for t in stack.client().task_instances(run_id) if t["task_id"] == "activate"
+    ]
+    assert labels and labels[0].startswith("batch 1/1 (ICCID ")
+    # A second trigger of the same bulk change is refused, clearly.
+    again = cli(stack, "trigger", str(bc))
+    assert again.returncode == 1 and "already triggered" in again.stderr
+    # The CLI reads status and report from the database.
+    status = cli(stack, "status", str(bc))
+    assert status.returncode == 0 and "PROCESSED" in status.stdout and "30" in status.stdout
+    report = cli(stack, "report", str(bc), "--format", "csv")
+    assert report.returncode == 0 and len(report.stdout.strip().splitlines()) == 31
+    # Real task log files: the app-secret never appears, the work does.
+    logs = "".join(p.read_text(errors="replace") for p in (stack.config.home / "logs").rglob("*.log"))
+    assert f"Batch 1/1 of bulk change {bc}" in logs
+    assert APP_SECRET not in logs
+    component_logs = "".join(p.read_text(errors="replace") for p in stack.logs_dir.glob("*.log"))
+    assert APP_SECRET not in component_logs
+
+
+def test_bad_conf_is_refused_with_400_and_nothing_is_written(stack: LiveStack, tmp_path: Path) -> None:
+    bc, _ = new_bulk_change(stack, tmp_path, 3)
+    client = stack.client()
+    with pytest.raises(AirflowApiError) as refused:
+        client.trigger({"bulk_change_id": bc, "batch_size": 999}, run_id_for(bc))
+    assert refused.value.status == 400
+    assert "batch_size" in refused.value.message
+    with pytest.raises(AirflowApiError) as missing:
+        client.get_run(run_id_for(bc))
+    assert missing.value.status == 404
+    assert statuses(stack, bc) == {"NEW": 3}
+
+
+def test_retry_failed_after_the_carrier_failure_is_lifted(stack: LiveStack, tmp_path: Path) -> None:
+    assert stack.simulator is not None
+    bc, iccids = new_bulk_change(stack, tmp_path, 6, static_ip_every=0)
+    rejected = iccids[2]
+    stack.simulator.admin.load_scenario(
+        {**SCENARIO, "outcomes": [{"kind": "reject_activation", "iccids": [rejected], "error": "try later"}]},
+        keep_state=True,
+    )
+    run_id = run_id_for(bc)
+    stack.client().trigger({"bulk_change_id": bc, **FAST}, run_id)
+    assert wait_for_run(stack, run_id) == "success"
+    assert statuses(stack, bc) == {"PROCESSED": 5, "ERROR": 1}
+    stack.simulator.admin.load_scenario(SCENARIO, keep_state=True)  # the carrier is fixed
+    done = cli(stack, "retry-failed", str(bc))
+    assert done.returncode == 0, done.stderr
+    assert "reset 1 device(s)" in done.stdout
+    time.sleep(2)
+    assert wait_for_run(stack, run_id) == "success"
+    assert statuses(stack, bc) == {"PROCESSED": 6}
+    counted = activations(stack)
+    assert counted[rejected] == 2  # the rejected attempt, then the retry
+    assert all(counted[i] == 1 for i in iccids if i != rejected)
+    assert stack.simulator.admin.device(rejected)["status"] == "active"
+
+
+def test_two_bulk_changes_run_at_the_same_time(stack: LiveStack, tmp_path: Path) -> None:
+    first, first_iccids = new_bulk_change(stack, tmp_path, 250)
+    second, second_iccids = new_bulk_change(stack, tmp_path, 40)
+    client = stack.client()
+    for bc in (first, second):
+        client.trigger({"bulk_change_id": bc, **FAST}, run_id_for(bc))
+    assert wait_for_run(stack, run_id_for(first)) == "success"
+    assert wait_for_run(stack, run_id_for(second)) == "success"
+    assert statuses(stack, first) == {"PROCESSED": 250}
+    assert statuses(stack, second) == {"PROCESSED": 40}
+    counted = activations(stack)
+    assert all(counted[i] == 1 for i in first_iccids + second_iccids)
