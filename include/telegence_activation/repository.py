@@ -344,27 +344,36 @@ def fail_unfinished(
 
 
 def update_devices(conn: psycopg.Connection, updates: Sequence[DeviceUpdate]) -> None:
-    """Apply device updates in one pipelined batch."""
+    """Apply device updates with one set-based statement (arrays unnested), whatever their number."""
     if not updates:
         return
-    with conn.cursor() as cur:
-        cur.executemany(
-            """UPDATE activation.device_change
-                  SET status = %(status)s, step = %(step)s, status_details = %(status_details)s,
-                      activation_request_id = COALESCE(%(activation_request_id)s, activation_request_id),
-                      subscriber_number = COALESCE(%(subscriber_number)s, subscriber_number),
-                      reserved_ip = COALESCE(%(reserved_ip)s::inet, reserved_ip),
-                      assigned_ip = COALESCE(%(assigned_ip)s::inet, assigned_ip),
-                      ip_batch_id = COALESCE(%(ip_batch_id)s::uuid, ip_batch_id),
-                      activated_at = CASE WHEN %(activated)s THEN now() ELSE activated_at END,
-                      offering_codes_removed_at = CASE WHEN %(offering_codes_removed)s THEN now()
-                                                       ELSE offering_codes_removed_at END,
-                      updated_at = now(),
-                      processed_at = CASE WHEN %(status)s IN ('PROCESSED', 'ERROR', 'API_FAILED') THEN now()
-                                          ELSE processed_at END
-                WHERE id = %(device_change_id)s""",
-            [u.__dict__ for u in updates],
-        )
+    columns: dict[str, list[Any]] = {name: [] for name in DeviceUpdate.__dataclass_fields__}
+    for update in updates:
+        for name in columns:
+            columns[name].append(getattr(update, name))
+    conn.execute(
+        """UPDATE activation.device_change d
+              SET status = u.status, step = u.step, status_details = u.status_details,
+                  activation_request_id = COALESCE(u.activation_request_id, d.activation_request_id),
+                  subscriber_number = COALESCE(u.subscriber_number, d.subscriber_number),
+                  reserved_ip = COALESCE(u.reserved_ip::inet, d.reserved_ip),
+                  assigned_ip = COALESCE(u.assigned_ip::inet, d.assigned_ip),
+                  ip_batch_id = COALESCE(u.ip_batch_id::uuid, d.ip_batch_id),
+                  activated_at = CASE WHEN u.activated THEN now() ELSE d.activated_at END,
+                  offering_codes_removed_at = CASE WHEN u.offering_codes_removed THEN now()
+                                                   ELSE d.offering_codes_removed_at END,
+                  updated_at = now(),
+                  processed_at = CASE WHEN u.status IN ('PROCESSED', 'ERROR', 'API_FAILED') THEN now()
+                                      ELSE d.processed_at END
+             FROM unnest(%(device_change_id)s::bigint[], %(status)s::text[], %(step)s::text[],
+                         %(status_details)s::text[], %(activation_request_id)s::text[],
+                         %(subscriber_number)s::text[], %(reserved_ip)s::text[], %(assigned_ip)s::text[],
+                         %(ip_batch_id)s::text[], %(activated)s::boolean[], %(offering_codes_removed)s::boolean[])
+                  AS u(id, status, step, status_details, activation_request_id, subscriber_number, reserved_ip,
+                       assigned_ip, ip_batch_id, activated, offering_codes_removed)
+            WHERE d.id = u.id""",
+        columns,
+    )
 
 
 def write_audit(conn: psycopg.Connection, rows: Sequence[AuditRow]) -> None:

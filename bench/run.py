@@ -1,0 +1,430 @@
+"""``make bench``: what the orchestration costs on top of the carrier, with figures.
+
+    .venv/bin/python bench/run.py [--sizes 1000 10000] [--with-100k] [--out bench] [--db-rows 20000]
+
+1. End to end on the live stack (LocalExecutor, real scheduler) against the simulator with fixed
+   carrier costs: 0.5 s per activation call, activation done 5 s after the POST, static IP done
+   10 s after submission. Wall time per step (from the database's step timings) and in total,
+   beside the ideal: the critical path the carrier alone imposes given the concurrent calls
+   allowed, plus half a poll interval per polling step (the expected rounding).
+2. Database writes: audit + status rows written the way the DAG writes them (COPY + pipelined
+   executemany, one transaction per 200-device batch) beside a raw COPY of the same rows and
+   beside one INSERT per row with a commit each (the old system's way).
+3. Resources: peak RSS of the scheduler, the api-server and the largest task worker process;
+   the largest XCom value pushed; carrier calls made beside the minimum the work needs.
+
+Writes ``<out>/results.json`` (raw figures) and ``<out>/results.md`` (the table) and prints the table.
+Loopback only; every load loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from telegence_activation import repository as repo
+from telegence_activation.api_client import run_id_for
+from telegence_activation.db.connection import activation_db_uri
+from telegence_activation.domain.intake import IntakeOptions
+from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
+from telegence_activation.stack import LiveStack, StackConfig, ensure_database
+
+ACTIVATION_CALL_S = 0.5
+ACTIVATION_ASYNC_S = 5.0
+IP_ASYNC_S = 10.0
+POLL_S = 5
+BATCH = 200
+SCENARIO: dict[str, Any] = {
+    "name": "bench",
+    "seed": 3,
+    "accounts": [{"app_id": "bench-app-id", "app_secret": "bench-app-secret", "write_enabled": True}],
+    "activation": {"unit": "seconds", "reserved_after": 1.0, "done_after": ACTIVATION_ASYNC_S},
+    "ip_provisioning": {
+        "unit": "seconds",
+        "check_after": 2.0,
+        "reserve_after": 5.0,
+        "done_after": IP_ASYNC_S,
+    },
+    "ip_pools": [{"pdp_name": "DEMO.PDP", "cidr": "10.20.0.0/16"}],  # the sample CSV's customer range
+    "faults": [{"endpoint": "activate", "kind": "latency", "seconds": ACTIVATION_CALL_S}],
+}
+STEPS = (
+    "ActivateDevice",
+    "WaitForActivation",
+    "RemoveOfferingCodes",
+    "RequestIPProvision",
+    "CheckIPProvisionStatus",
+)
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of the scheduler, the api-server and the largest single task process, sampled."""
+
+    def __init__(self, stack: LiveStack, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.interval = interval
+        self.peak: dict[str, float] = {"scheduler": 0.0, "api-server": 0.0, "worker": 0.0}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            for name in ("scheduler", "api-server"):
+                process = self.stack.processes.get(name)
+                if process is None:
+                    continue
+                try:
+                    main = psutil.Process(process.pid)
+                    self.peak[name] = max(self.peak[name], main.memory_info().rss / 2**20)
+                    if name == "scheduler":
+                        for child in main.children(recursive=True):
+                            rss = child.memory_info().rss / 2**20
+                            if "airflow" in " ".join(child.cmdline()) or child.name().startswith("python"):
+                                self.peak["worker"] = max(self.peak["worker"], rss)
+                except psutil.Error:
+                    pass
+            self.stopped.wait(self.interval)
+
+
+def ideal_seconds(devices: int, static_ip: int, concurrency: int, with_removals: int) -> float:
+    """The carrier's own critical path for one bulk change (see module docstring)."""
+    batches = math.ceil(devices / BATCH)
+    activation_calls = math.ceil(batches / concurrency) * ACTIVATION_CALL_S
+    path = activation_calls + ACTIVATION_ASYNC_S + POLL_S / 2
+    if static_ip:
+        path += IP_ASYNC_S + POLL_S / 2
+    return round(path, 2)
+
+
+def minimum_calls(devices: int, static_ip: int, removals: int) -> int:
+    """Calls the work needs at least: one POST per batch, one status read per request, one PATCH per
+    removal, one reservation and one submission per 200 IP devices, one IP status read per batch."""
+    batches = math.ceil(devices / BATCH)
+    ip_batches = math.ceil(static_ip / BATCH)
+    return batches + batches + removals + 2 * ip_batches + ip_batches
+
+
+def run_end_to_end(stack: LiveStack, devices: int, workdir: Path) -> dict[str, Any]:
+    assert stack.simulator is not None
+    stack.simulator.admin.load_scenario(SCENARIO)  # fresh counters for this size
+    csv_path = write_sample_csv(workdir / f"bench-{devices}.csv", devices, static_ip_every=3)
+    result = ingest_csv(stack.activation_db_uri, csv_path, BulkChangeSpec(1, IntakeOptions("287301234567")))
+    client = stack.client()
+    run_id = run_id_for(result.bulk_change_id)
+    sampler = RssSampler(stack)
+    sampler.start()
+    started = time.monotonic()
+    client.trigger(
+        {
+            "bulk_change_id": result.bulk_change_id,
+            "activation_check_interval_seconds": POLL_S,
+            "ip_check_interval_seconds": POLL_S,
+        },
+        run_id,
+    )
+    state = "queued"
+    while state not in ("success", "failed"):
+        time.sleep(1)
+        state = client.get_run(run_id)["state"]
+        if time.monotonic() - started > 3600:
+            raise TimeoutError(f"run {run_id} not finished after an hour")
+    wall = time.monotonic() - started
+    sampler.stopped.set()
+    sampler.join()
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        counts = repo.status_counts(conn, result.bulk_change_id)
+        steps = {
+            t.step: (t.finished_at - t.started_at).total_seconds()
+            for t in repo.step_times(conn, result.bulk_change_id)
+            if t.finished_at
+        }
+        removals = conn.execute(
+            "SELECT count(*) FROM activation.device_change WHERE bulk_change_id = %s AND offering_codes_removed_at IS NOT NULL",
+            (result.bulk_change_id,),
+        ).fetchone()[0]
+    airflow_db = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(airflow_db) as conn:
+        row = conn.execute(
+            "SELECT max(octet_length(value::text)), count(*) FROM xcom WHERE run_id = %s", (run_id,)
+        ).fetchone()
+    counters = stack.simulator.admin.counters(iccids=False)
+    made = sum(sum(by_status.values()) for by_status in counters["calls"].values())
+    transient = sum(
+        n
+        for by_status in counters["calls"].values()
+        for status, n in by_status.items()
+        if status in ("429", "500", "502", "503", "504", "dropped")
+    )
+    concurrency = min(stack.config.pool_slots, stack.config.parallelism, 8)
+    ideal = ideal_seconds(devices, result.static_ip_count, concurrency, int(removals))
+    return {
+        "devices": devices,
+        "state": state,
+        "statuses": counts,
+        "wall_s": round(wall, 1),
+        "ideal_s": ideal,
+        "ratio": round(wall / ideal, 2),
+        "steps": {step: round(steps.get(step, 0.0), 1) for step in STEPS},
+        "max_xcom_bytes": int(row[0] or 0),
+        "xcom_values": int(row[1]),
+        "peak_rss_mb": {k: round(v) for k, v in sampler.peak.items()},
+        "carrier_calls": {
+            "made": made,
+            "minimum": minimum_calls(devices, result.static_ip_count, int(removals)),
+            "transient_retries_asked": transient,
+            "by_endpoint": {k: sum(v.values()) for k, v in counters["calls"].items()},
+        },
+        "concurrent_calls": concurrency,
+    }
+
+
+def audit_rows(bulk_change_id: int, device_ids: list[int]) -> list[repo.AuditRow]:
+    request = json.dumps(
+        {
+            "billingAccount": {"id": "287301234567"},
+            "service": {"serviceCharacteristic": [{"name": "sim", "value": "8901410" + "0" * 12}] * 6},
+        }
+    )
+    response = json.dumps(
+        {"iccid": "8901410000000000000", "request_id": "REQ-" + "x" * 20, "status": "pending"}
+    )
+    return [
+        repo.AuditRow(
+            bulk_change_id,
+            d,
+            "ActivateDevice",
+            "Telegence New Service Activation: Telegence API",
+            "POST /sp/mobility/serviceactivation/api/v1/service (batch 1/1)\n" + request,
+            response,
+            "PENDING",
+            False,
+        )
+        for d in device_ids
+    ]
+
+
+def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]:
+    uri = ensure_database(server_uri, f"bench_writes_{secrets.token_hex(3)}")
+    from telegence_activation.db.migrate import migrate
+
+    migrate(uri)
+    path = write_sample_csv(workdir / "bench-writes.csv", rows, static_ip_every=0)
+    bc = ingest_csv(uri, path, BulkChangeSpec(1, IntakeOptions("B"))).bulk_change_id
+    with psycopg.connect(uri) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM activation.device_change WHERE bulk_change_id = %s ORDER BY id", (bc,)
+            )
+        ]
+    rows_audit = audit_rows(bc, ids)
+    columns = (
+        "bulk_change_id, device_change_id, step, description, request_text, response_text, "
+        "response_status, has_errors, error_text, processed_by"
+    )
+
+    # As the DAG does it: per 200-device batch, its own connection and one transaction with the
+    # batch's audit rows (COPY) and, in the full variant, its status updates (one UPDATE ... unnest).
+    def dag_way(with_status: bool, offset: int) -> float:
+        t = time.perf_counter()
+        for start in range(0, len(ids), BATCH):
+            with psycopg.connect(uri) as conn:
+                chunk = ids[start : start + BATCH]
+                if with_status:
+                    repo.update_devices(
+                        conn,
+                        [
+                            repo.DeviceUpdate(
+                                i,
+                                "PENDING",
+                                "WaitForActivation",
+                                f"requested {offset}",
+                                activation_request_id="REQ",
+                            )
+                            for i in chunk
+                        ],
+                    )
+                repo.write_audit(conn, rows_audit[start : start + BATCH])
+        return time.perf_counter() - t
+
+    audit_rate = len(ids) / dag_way(False, 0)
+    full_rate = 2 * len(ids) / dag_way(True, 1)  # an audit row and a status row per device
+
+    # Raw COPY of the same audit rows, one statement, from a pre-rendered buffer.
+    buffer = io.StringIO()
+    for r in rows_audit:
+        fields = [
+            r.bulk_change_id,
+            r.device_change_id,
+            r.step,
+            r.description,
+            r.request_text,
+            r.response_text,
+            r.response_status,
+            "t" if r.has_errors else "f",
+            r.error_text,
+            r.processed_by,
+        ]
+        buffer.write(
+            "\t".join(
+                "\\N" if f is None else str(f).replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+                for f in fields
+            )
+            + "\n"
+        )
+    data = buffer.getvalue()
+    t = time.perf_counter()
+    with (
+        psycopg.connect(uri) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY activation.device_change_log ({columns}) FROM STDIN") as copy,
+    ):
+        copy.write(data)
+    copy_rate = len(rows_audit) / (time.perf_counter() - t)
+
+    # The old way: one INSERT and one commit per row (bounded to keep the run short).
+    sample = rows_audit[: min(len(rows_audit), 3000)]
+    t = time.perf_counter()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for r in sample:
+            conn.execute(
+                f"INSERT INTO activation.device_change_log ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    r.bulk_change_id,
+                    r.device_change_id,
+                    r.step,
+                    r.description,
+                    r.request_text,
+                    r.response_text,
+                    r.response_status,
+                    r.has_errors,
+                    r.error_text,
+                    r.processed_by,
+                ),
+            )
+    insert_rate = len(sample) / (time.perf_counter() - t)
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{uri.rsplit("/", 1)[1].split("?")[0]}" WITH (FORCE)')
+    return {
+        "rows": len(ids),
+        "dag_rows_per_s": round(audit_rate),
+        "dag_audit_and_status_rows_per_s": round(full_rate),
+        "copy_rows_per_s": round(copy_rate),
+        "insert_per_row_rows_per_s": round(insert_rate),
+        "dag_vs_copy": round(audit_rate / copy_rate, 2),
+        "dag_vs_insert_per_row": round(audit_rate / insert_rate, 1),
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        "| devices | state | wall s | ideal s | ratio | "
+        + " | ".join(STEPS)
+        + " | max XCom B | calls made / min | retries asked | peak RSS MB (sched / api / worker) |",
+        "|" + "---|" * (10 + len(STEPS) - 1),
+    ]
+    for e in results["end_to_end"]:
+        rss = e["peak_rss_mb"]
+        lines.append(
+            f"| {e['devices']:,} | {e['state']} | {e['wall_s']} | {e['ideal_s']} | {e['ratio']} | "
+            + " | ".join(str(e["steps"][s]) for s in STEPS)
+            + f" | {e['max_xcom_bytes']} | {e['carrier_calls']['made']} / {e['carrier_calls']['minimum']} | "
+            f"{e['carrier_calls']['transient_retries_asked']} | {rss['scheduler']} / {rss['api-server']} / {rss['worker']} |"
+        )
+    w = results["db_writes"]
+    lines += [
+        "",
+        "| database writes | rows/s |",
+        "|---|---|",
+        f"| audit rows as the DAG writes them (COPY, one connection + transaction per 200-device batch) | {w['dag_rows_per_s']:,} |",
+        f"| audit + status rows as the DAG writes them (plus one UPDATE ... unnest per batch) | {w['dag_audit_and_status_rows_per_s']:,} |",
+        f"| raw COPY of the same audit rows | {w['copy_rows_per_s']:,} |",
+        f"| one INSERT + commit per row (old system) | {w['insert_per_row_rows_per_s']:,} |",
+        f"| DAG audit / raw COPY | {w['dag_vs_copy']} |",
+        f"| DAG audit / INSERT per row | {w['dag_vs_insert_per_row']}x |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--with-100k", action="store_true", help="add a 100,000-device run")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--db-rows", type=int, default=20000)
+    parser.add_argument("--api-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    sizes = args.sizes + ([100_000] if args.with_100k else [])
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = args.out / "work"
+    workdir.mkdir(exist_ok=True)
+    server_uri = activation_db_uri()
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    print(f"database writes ({args.db_rows:,} rows) ...", flush=True)
+    results["db_writes"] = bench_db_writes(server_uri, args.db_rows, workdir)
+    stack = LiveStack(
+        StackConfig(
+            home=workdir / "airflow",
+            api_port=args.api_port,
+            scenario=SCENARIO,
+            db_server_uri=server_uri,
+            app_id="bench-app-id",
+            app_secret="bench-app-secret",
+            airflow_database=f"airflow_bench_{secrets.token_hex(3)}",
+            activation_database=f"activation_bench_{secrets.token_hex(3)}",
+            extra_env={"AIRFLOW__CORE__MAX_MAP_LENGTH": "4096"},
+        )
+    )
+    try:
+        stack.start()
+        stack.client().unpause()
+        results["end_to_end"] = []
+        for devices in sizes:
+            print(f"end to end, {devices:,} devices ...", flush=True)
+            results["end_to_end"].append(run_end_to_end(stack, devices, workdir))
+            print(json.dumps(results["end_to_end"][-1]), flush=True)
+    finally:
+        stack.stop()
+        with psycopg.connect(server_uri, autocommit=True) as conn:
+            for db in (stack.config.airflow_database, stack.config.activation_database):
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    e2e = results["end_to_end"]
+    results["max_xcom_bytes"] = max(e["max_xcom_bytes"] for e in e2e)
+    results["peak_rss_mb"] = {k: max(e["peak_rss_mb"][k] for e in e2e) for k in e2e[0]["peak_rss_mb"]}
+    results["carrier_calls"] = {
+        "made": sum(e["carrier_calls"]["made"] for e in e2e),
+        "minimum": sum(e["carrier_calls"]["minimum"] for e in e2e),
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    table = render(results)
+    md = args.out / "results.md"
+    previous = md.read_text() if md.exists() else ""
+    analysis = previous.split("<!-- analysis -->", 1)[1] if "<!-- analysis -->" in previous else "\n"
+    md.write_text(
+        f"# Benchmark results\n\nGenerated {results['generated_at']} by `make bench` "
+        f"({results['machine']['cpus']} CPUs).\n\n{table}\n\n<!-- analysis -->{analysis}"
+    )
+    print(table)
+    return 0 if all(e["state"] == "success" for e in e2e) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
