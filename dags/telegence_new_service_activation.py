@@ -30,7 +30,7 @@ MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", 
 # Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
 # the executor's "success" for one poke arrives after the next poke was queued. The sensors are
 # idempotent (state lives in the database), so a few quick retries absorb it.
-SENSOR_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": 0}
+SENSOR_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=2), "retry_exponential_backoff": 0}
 
 with DAG(
     dag_id="telegence_new_service_activation",

@@ -158,6 +158,10 @@ class LiveStack:
                 "AIRFLOW_HOME": str(cfg.home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(project_root() / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root() / "plugins"),
+                # Load plugins (plugins/telegence_preload.py) at start, so forked task processes
+                # inherit the package instead of importing it per task.
+                "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(cfg.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import Any
 
 import pytest
 from conftest import (
@@ -372,3 +373,62 @@ def test_the_app_secret_never_reaches_audit_rows_xcom_or_the_report(
         "SELECT report::text FROM activation.bulk_change_report WHERE bulk_change_id = %s", (bc.id,)
     ).fetchone()
     assert APP_SECRET not in report[0]
+
+
+def test_customer_is_notified_through_the_webhook_connection(
+    carrier, make_bulk_change, run_dag, db, monkeypatch
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(
+                {"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))}
+            )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_TELEGENCE_NOTIFY",
+            json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": f"http://127.0.0.1:{server.server_port}",
+                    "extra": {"endpoint": "/hooks/bc"},
+                }
+            ),
+        )
+        bc = make_bulk_change(4, static_ip_every=0, customer_name="ACME IoT", notify_to="ops@acme.example")
+        run_dag(bc.id)
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    assert received[0]["path"] == "/hooks/bc"
+    body = received[0]["body"]
+    assert body["bulk_change_id"] == bc.id and body["customer_name"] == "ACME IoT"
+    assert body["total_devices_activated"] == 4 and body["total_devices_failed"] == 0
+    assert body["status"] == "PROCESSED" and body["notify_to"] == "ops@acme.example"
+    row = db.execute(
+        "SELECT channel, status, recipient FROM activation.notification WHERE bulk_change_id = %s", (bc.id,)
+    ).fetchone()
+    assert row == ("webhook", "SENT", "ops@acme.example")
+
+
+def test_without_a_webhook_connection_the_notification_is_recorded_skipped(
+    carrier, make_bulk_change, run_dag, db
+) -> None:
+    bc = make_bulk_change(2, static_ip_every=0)
+    run_dag(bc.id)
+    row = db.execute(
+        "SELECT status, error_text FROM activation.notification WHERE bulk_change_id = %s", (bc.id,)
+    ).fetchone()
+    assert row == ("SKIPPED", "no connection telegence_notify configured")

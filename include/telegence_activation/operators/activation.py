@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -319,16 +320,33 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
 
 
 class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
-    """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active."""
+    """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active.
+
+    Lines are patched ``max_parallel_calls`` at a time; results are committed every
+    ``commit_every`` devices, so a crash loses at most that many records (their PATCHes are sent
+    again by the retry, which only removes a code that is already gone).
+
+    :param bulk_change_id: the bulk change (templated).
+    :param max_parallel_calls: concurrent PATCH calls of this task.
+    :param commit_every: devices per database transaction.
+    """
 
     template_fields: Sequence[str] = ("bulk_change_id",)
 
     def __init__(
-        self, *, bulk_change_id: Any, activation_db_conn_id: str = ACTIVATION_DB_CONN_ID, **kwargs: Any
+        self,
+        *,
+        bulk_change_id: Any,
+        activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        max_parallel_calls: int = 4,
+        commit_every: int = 50,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.activation_db_conn_id = activation_db_conn_id
+        self.max_parallel_calls = max_parallel_calls
+        self.commit_every = commit_every
 
     def execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
@@ -341,59 +359,60 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
                 if d["offering_codes_removed_at"] is None and remove_offering_codes(d["change_request"])
             ]
             repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)
-        if not devices:
-            with self.transaction() as conn:
-                repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
-            return {"patched": 0, "failed": 0}
-        hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
         patched = failed = 0
-        for device in devices:
-            updates: list[repo.DeviceUpdate] = []
-            audit: list[repo.AuditRow] = []
-            problem = None
-            for code in remove_offering_codes(device["change_request"]):
-                body = remove_offering_code_patch(code)
-                response = hook.update_service(device["subscriber_number"], body)
-                if not response.ok:
-                    problem = (
-                        f"offering code {code} not removed: {response.describe()}: {response.text[:300]}"
-                    )
-                audit.append(
-                    repo.AuditRow(
-                        bulk_change_id=bc_id,
-                        device_change_id=int(device["id"]),
-                        step=repo.STEP_REMOVE_CODES,
-                        description="Telegence New Service Activation: Remove Offering Code",
-                        request_text=f"PATCH {hook.path('service', subscriber_number=device['subscriber_number'])}\n"
-                        + json.dumps(body),
-                        response_text=_clip(response.text),
-                        response_status="ERROR" if problem else "PENDING",
-                        has_errors=problem is not None,
-                        error_text=problem,
-                    )
-                )
-                if problem:
-                    break
-            if problem:
-                failed += 1
-                updates.append(repo.DeviceUpdate(int(device["id"]), "ERROR", repo.STEP_REMOVE_CODES, problem))
-            else:
-                patched += 1
-                updates.append(
-                    repo.DeviceUpdate(
-                        int(device["id"]),
-                        "PENDING",
-                        repo.STEP_REMOVE_CODES,
-                        "active; offering codes removed",
-                        offering_codes_removed=True,
-                    )
-                )
-            with self.transaction() as conn:  # one device at a time: a crash never loses a done PATCH
-                repo.update_devices(conn, updates)
-                repo.write_audit(conn, audit)
+        if devices:
+            hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
+            with ThreadPoolExecutor(max_workers=self.max_parallel_calls) as pool:
+                for start in range(0, len(devices), self.commit_every):
+                    chunk = devices[start : start + self.commit_every]
+                    results = list(pool.map(lambda d: self._patch(hook, bc_id, d), chunk))
+                    with self.transaction() as conn:
+                        repo.update_devices(conn, [update for update, _ in results])
+                        repo.write_audit(conn, [row for _, rows in results for row in rows])
+                    failed += sum(1 for update, _ in results if update.status == "ERROR")
+                    patched += sum(1 for update, _ in results if update.status != "ERROR")
         with self.transaction() as conn:
             repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
         return {"patched": patched, "failed": failed}
+
+    @staticmethod
+    def _patch(
+        hook: TelegenceHook, bc_id: int, device: dict[str, Any]
+    ) -> tuple[repo.DeviceUpdate, list[repo.AuditRow]]:
+        """PATCH every code of one line (stops at the first failure); the device's update and audit rows."""
+        audit: list[repo.AuditRow] = []
+        problem = None
+        for code in remove_offering_codes(device["change_request"]):
+            body = remove_offering_code_patch(code)
+            response = hook.update_service(device["subscriber_number"], body)
+            if not response.ok:
+                problem = f"offering code {code} not removed: {response.describe()}: {response.text[:300]}"
+            audit.append(
+                repo.AuditRow(
+                    bulk_change_id=bc_id,
+                    device_change_id=int(device["id"]),
+                    step=repo.STEP_REMOVE_CODES,
+                    description="Telegence New Service Activation: Remove Offering Code",
+                    request_text=f"PATCH {hook.path('service', subscriber_number=device['subscriber_number'])}\n"
+                    + json.dumps(body),
+                    response_text=_clip(response.text),
+                    response_status="ERROR" if problem else "PENDING",
+                    has_errors=problem is not None,
+                    error_text=problem,
+                )
+            )
+            if problem:
+                break
+        if problem:
+            return repo.DeviceUpdate(int(device["id"]), "ERROR", repo.STEP_REMOVE_CODES, problem), audit
+        update = repo.DeviceUpdate(
+            int(device["id"]),
+            "PENDING",
+            repo.STEP_REMOVE_CODES,
+            "active; offering codes removed",
+            offering_codes_removed=True,
+        )
+        return update, audit
 
 
 class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
