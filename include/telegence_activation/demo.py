@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # Ctrl-C and a plain kill both stop everything (SIGINT explicitly too: a shell that starts the
+    # demo in the background leaves SIGINT ignored).
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     t0 = time.monotonic()
     try:
         _say(
