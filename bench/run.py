@@ -118,7 +118,7 @@ def minimum_calls(devices: int, static_ip: int, removals: int) -> int:
     return 2 * batches + removals + 3 * ip_batches
 
 
-def run_end_to_end(stack: LiveStack, devices: int, workdir: Path) -> dict[str, Any]:
+def run_end_to_end(stack: LiveStack, devices: int, workdir: Path, batches_per_task: int) -> dict[str, Any]:
     assert stack.simulator is not None
     stack.simulator.admin.load_scenario(SCENARIO)  # fresh counters for this size
     csv_path = write_sample_csv(workdir / f"bench-{devices}.csv", devices, static_ip_every=3)
@@ -131,6 +131,7 @@ def run_end_to_end(stack: LiveStack, devices: int, workdir: Path) -> dict[str, A
     client.trigger(
         {
             "bulk_change_id": result.bulk_change_id,
+            "batches_per_task": batches_per_task,
             "activation_check_interval_seconds": POLL_S,
             "ip_check_interval_seconds": POLL_S,
         },
@@ -389,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--db-rows", type=int, default=20000)
     parser.add_argument("--api-port", type=int, default=None)
+    parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism of the LocalExecutor")
+    parser.add_argument("--pool-slots", type=int, default=8, help="slots of the telegence_api pool")
+    parser.add_argument("--idle-sleep", type=float, default=0.2, help="[scheduler] scheduler_idle_sleep_time")
+    parser.add_argument("--batches-per-task", type=int, default=1, help="the DAG param of the same name")
     args = parser.parse_args(argv)
     sizes = args.sizes + ([100_000] if args.with_100k else [])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -396,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(exist_ok=True)
     server_uri = activation_db_uri()
     results: dict[str, Any] = {
+        "settings": {
+            "parallelism": args.parallelism,
+            "pool_slots": args.pool_slots,
+            "max_active_tis_per_dagrun": 8,
+            "scheduler_idle_sleep_time": args.idle_sleep,
+            "batches_per_task": args.batches_per_task,
+            "poll_interval_s": POLL_S,
+        },
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
@@ -407,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             api_port=args.api_port,
             scenario=SCENARIO,
             db_server_uri=server_uri,
+            parallelism=args.parallelism,
+            pool_slots=args.pool_slots,
+            scheduler_idle_sleep=args.idle_sleep,
             app_id="bench-app-id",
             app_secret="bench-app-secret",
             airflow_database=f"airflow_bench_{secrets.token_hex(3)}",
@@ -420,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         results["end_to_end"] = []
         for devices in sizes:
             print(f"end to end, {devices:,} devices ...", flush=True)
-            results["end_to_end"].append(run_end_to_end(stack, devices, workdir))
+            results["end_to_end"].append(run_end_to_end(stack, devices, workdir, args.batches_per_task))
             print(json.dumps(results["end_to_end"][-1]), flush=True)
     finally:
         stack.stop()

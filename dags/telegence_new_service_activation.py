@@ -63,6 +63,13 @@ with DAG(
         "batch_size": Param(
             200, type="integer", minimum=1, maximum=200, description="Devices per activation call."
         ),
+        "batches_per_task": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=20,
+            description="Batches each activate task instance sends (raise it for 10,000+ devices).",
+        ),
         "activation_check_interval_seconds": Param(30, type="integer", minimum=1),
         "activation_check_timeout_seconds": Param(3600, type="integer", minimum=1),
         "ip_check_interval_seconds": Param(60, type="integer", minimum=1),
@@ -73,6 +80,7 @@ with DAG(
         task_id="prepare",
         bulk_change_id="{{ params.bulk_change_id }}",
         batch_size="{{ params.batch_size }}",
+        batches_per_task="{{ params.batches_per_task }}",
         addition_bulk_change_id="{{ params.addition_bulk_change_id }}",
         carrier_data_group="{{ params.carrier_data_group }}",
         carrier_rate_pool="{{ params.carrier_rate_pool }}",
@@ -80,6 +88,7 @@ with DAG(
     activate = ActivateBatchOperator.partial(
         task_id="activate",
         bulk_change_id="{{ params.bulk_change_id }}",
+        batches_per_task="{{ params.batches_per_task }}",
         pool=CARRIER_POOL,
         max_active_tis_per_dagrun=MAX_ACTIVE_BATCHES,
         map_index_template="{{ batch_label }}",

@@ -45,6 +45,30 @@ class AuditRow:
     processed_by: str = PROCESSED_BY
 
 
+def audit_of(
+    update: DeviceUpdate,
+    bulk_change_id: int,
+    *,
+    description: str,
+    request_text: str | None,
+    response_text: str | None,
+    step: str | None = None,
+) -> AuditRow:
+    """The audit row recording one device update (an ERROR/API_FAILED update carries its reason)."""
+    failed = update.status in ("ERROR", "API_FAILED")
+    return AuditRow(
+        bulk_change_id=bulk_change_id,
+        device_change_id=update.device_change_id,
+        step=step or update.step,
+        description=description,
+        request_text=request_text,
+        response_text=response_text,
+        response_status=update.status,
+        has_errors=failed,
+        error_text=update.status_details if failed else None,
+    )
+
+
 @dataclass(frozen=True)
 class DeviceUpdate:
     """New state of one device; ``None`` fields keep their stored value."""

@@ -78,6 +78,7 @@ class StackConfig:
     time_scale: float = 1.0
     parallelism: int = 4
     pool_slots: int = 4
+    scheduler_idle_sleep: float = 1.0
     db_server_uri: str | None = None  # default: the embedded server
     activation_database: str = "postgres"
     airflow_database: str = "airflow"
@@ -180,6 +181,8 @@ class LiveStack:
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                # A short idle sleep lets the scheduler queue the next mapped batch soon after one ends.
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(cfg.scheduler_idle_sleep),
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),

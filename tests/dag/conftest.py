@@ -28,6 +28,17 @@ APP_ID = "test-app-id"
 # Distinctive so that a leak into logs, audit rows or XCom is unmistakable.
 APP_SECRET = "S3CRET-app-secret-7f3a9c"
 FAST_CHECKS = {"activation_check_interval_seconds": 1, "ip_check_interval_seconds": 1}
+# dag.test() keeps a run's conf in the DAG object's params, so every run states every knob.
+DEFAULT_CONF = {
+    "batch_size": 200,
+    "batches_per_task": 1,
+    "on_activation_failure": "stop",
+    "activation_check_timeout_seconds": 3600,
+    "ip_check_timeout_seconds": 3600,
+    "addition_bulk_change_id": None,
+    "carrier_data_group": None,
+    "carrier_rate_pool": None,
+}
 
 
 def scenario(**overrides: Any) -> dict[str, Any]:
@@ -130,7 +141,7 @@ def run_dag(dag: Any) -> Callable[..., Any]:
     """Run the DAG for a bulk change with ``dag.test()``; returns the DagRun."""
 
     def run(bulk_change_id: int, **conf: Any) -> Any:
-        return dag.test(run_conf={"bulk_change_id": bulk_change_id, **FAST_CHECKS, **conf})
+        return dag.test(run_conf={"bulk_change_id": bulk_change_id, **DEFAULT_CONF, **FAST_CHECKS, **conf})
 
     return run
 

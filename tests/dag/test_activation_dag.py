@@ -76,6 +76,16 @@ def test_happy_path_450_devices_in_batches_of_200_200_50(carrier, make_bulk_chan
     assert sum(calls(carrier, "service_update").values()) == 45
 
 
+def test_several_batches_per_task_instance(carrier, make_bulk_change, run_dag, db) -> None:
+    bc = make_bulk_change(23, static_ip_every=0)
+    run = run_dag(bc.id, batch_size=5, batches_per_task=2)
+    assert run.state == "success"
+    assert statuses(db, bc.id) == {"PROCESSED": 23}
+    assert sorted(task_states(run)["activate"]) == ["success"] * 3  # batches 1-2, 3-4, 5
+    assert sum(calls(carrier, "activate").values()) == 5
+    assert set(activations(carrier, bc.iccids).values()) == {1}
+
+
 def test_no_device_needs_a_static_ip_skips_the_ip_steps(carrier, make_bulk_change, run_dag, db) -> None:
     bc = make_bulk_change(30, static_ip_every=0)
     run = run_dag(bc.id)
@@ -311,7 +321,7 @@ def test_rerunning_activation_never_activates_twice(carrier, make_bulk_change, r
         result = ActivateBatchOperator(
             task_id=f"again_{batch_no}", bulk_change_id=bc.id, batch_no=batch_no
         ).execute(
-            Context()  # type: ignore[typeddict-item]
+            Context(run_id="rerun-by-hand")  # type: ignore[typeddict-item]
         )
         assert result["sent"] == 0
     # And a whole second run of the same bulk change.

@@ -332,3 +332,15 @@ def test_unanswered_lists_sent_iccids_missing_from_the_answer_in_sent_order() ->
 
 def test_unanswered_is_empty_when_all_answered() -> None:
     assert unanswered(["A"], {"A": 1}) == []
+
+
+def test_group_leaders_cover_every_batch_once() -> None:
+    from telegence_activation.domain.activation import group_leaders
+
+    assert group_leaders(list(range(10)), 1) == list(range(10))
+    assert group_leaders(list(range(10)), 4) == [0, 4, 8]
+    # A rerun leaves gaps: groups start at the next batch with work and never overlap.
+    assert group_leaders([1, 2, 7, 8, 9, 15], 3) == [1, 7, 15]
+    assert group_leaders([], 5) == []
+    with pytest.raises(ValueError):
+        group_leaders([1], 0)

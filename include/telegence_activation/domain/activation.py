@@ -37,6 +37,21 @@ def plan_batches(device_change_ids: Sequence[int], batch_size: int) -> list[Batc
     ]
 
 
+def group_leaders(batch_numbers: Sequence[int], per_group: int) -> list[int]:
+    """First batch of each group of ``per_group`` consecutive batch numbers that hold work.
+
+    A group led by ``n`` covers ``n .. n + per_group - 1``; leaders are at least ``per_group`` apart,
+    so groups never overlap, whatever gaps a rerun leaves between the batches still to send.
+    """
+    if per_group < 1:
+        raise ValueError(f"per_group must be at least 1, got {per_group}")
+    leaders: list[int] = []
+    for number in sorted(batch_numbers):
+        if not leaders or number >= leaders[-1] + per_group:
+            leaders.append(number)
+    return leaders
+
+
 def activation_item(change_request: Mapping[str, Any]) -> dict[str, Any]:
     """The activation POST item for one stored change request, ``removeOfferingCode`` stripped.
 

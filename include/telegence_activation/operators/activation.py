@@ -16,6 +16,7 @@ from telegence_activation.domain.activation import (
     MalformedResponse,
     activation_item,
     carrier_message,
+    group_leaders,
     parse_activation_answer,
     parse_duplicates,
     plan_batches,
@@ -47,6 +48,8 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
 
     :param bulk_change_id: the bulk change to run (templated).
     :param batch_size: devices per activation call, at most 200 (templated).
+    :param batches_per_task: batches per activate task instance (templated); the output then holds
+        the first batch of each group.
     :param addition_bulk_change_id: overrides the stored related bulk change (templated).
     :param carrier_data_group: overrides the stored carrier data group (templated).
     :param carrier_rate_pool: overrides the stored carrier rate pool (templated).
@@ -56,6 +59,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
     template_fields: Sequence[str] = (
         "bulk_change_id",
         "batch_size",
+        "batches_per_task",
         "addition_bulk_change_id",
         "carrier_data_group",
         "carrier_rate_pool",
@@ -66,6 +70,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         *,
         bulk_change_id: Any,
         batch_size: Any = 200,
+        batches_per_task: Any = 1,
         addition_bulk_change_id: Any = None,
         carrier_data_group: Any = None,
         carrier_rate_pool: Any = None,
@@ -75,6 +80,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.batch_size = batch_size
+        self.batches_per_task = batches_per_task
         self.addition_bulk_change_id = addition_bulk_change_id
         self.carrier_data_group = carrier_data_group
         self.carrier_rate_pool = carrier_rate_pool
@@ -121,7 +127,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             if new_ids:
                 batches = plan_batches(new_ids, int(self.batch_size))
                 repo.assign_batches(conn, batches, repo.next_batch_no(conn, bc_id))
-            to_send = repo.batches_to_send(conn, bc_id)
+            to_send = group_leaders(repo.batches_to_send(conn, bc_id), int(self.batches_per_task))
         self.log.info(
             "Bulk change %s: %d unfinished device(s), %d batch(es) to send",
             bc_id,
@@ -132,25 +138,30 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
 
 
 class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
-    """Send one batch of devices to Telegence for activation (map over the prepare step's output).
+    """Send batches of devices to Telegence for activation (map over the prepare step's output).
 
-    Idempotent: only devices without an activation request id are sent, under row locks held until
-    their results are committed; an answer lost after the carrier accepted is recovered from the
-    carrier's duplicate-activation (409) answer instead of activating twice. Devices that could not
-    be sent because the carrier stayed unavailable end API_FAILED and the task fails, so its retry
-    (or a clear) sends exactly those again.
+    Each mapped instance sends the batch ``batch_no`` — or, with ``batches_per_task`` k > 1, the
+    batches ``batch_no`` .. ``batch_no + k - 1``, concurrently, each in its own transaction (fewer
+    task instances for big bulk changes; see bench/results.md). Idempotent: only devices without
+    an activation request id are sent, under row locks held until their results are committed; an
+    answer lost after the carrier accepted is recovered from the carrier's duplicate-activation
+    (409) answer instead of activating twice. Devices that could not be sent because the carrier
+    stayed unavailable end API_FAILED and the task fails, so its retry (or a clear) sends exactly
+    those again.
 
     :param bulk_change_id: the bulk change (templated).
-    :param batch_no: the batch to send (mapped).
+    :param batch_no: the (first) batch to send (mapped).
+    :param batches_per_task: how many consecutive batches this instance sends (templated).
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id",)
+    template_fields: Sequence[str] = ("bulk_change_id", "batches_per_task")
 
     def __init__(
         self,
         *,
         bulk_change_id: Any,
         batch_no: int,
+        batches_per_task: Any = 1,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         max_rounds: int = 5,
         **kwargs: Any,
@@ -158,42 +169,71 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.batch_no = batch_no
+        self.batches_per_task = batches_per_task
         self.activation_db_conn_id = activation_db_conn_id
         self.max_rounds = max_rounds
 
     def execute(self, context: Context) -> dict[str, int]:
-        bc_id, batch_no = self.bulk_change, int(self.batch_no)
+        bc_id, first, count = self.bulk_change, int(self.batch_no), max(1, int(self.batches_per_task))
         with self.transaction() as conn:
             bulk_change = repo.get_bulk_change(conn, bc_id)
             assert bulk_change is not None
-            bounds = repo.batch_bounds(conn, bc_id, batch_no)
             total = repo.batch_count(conn, bc_id)
-            if bounds:
-                context["batch_label"] = f"batch {batch_no + 1}/{total} (ICCID {bounds[0]}-{bounds[1]})"  # type: ignore[typeddict-unknown-key]
-            try:
-                hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
-            except CredentialsProblem as problem:
-                raise AirflowFailException(str(problem)) from problem
+            last = min(first + count, max(total, first + 1)) - 1
+            low, high = repo.batch_bounds(conn, bc_id, first), repo.batch_bounds(conn, bc_id, last)
+            if low and high:
+                which = f"batch {first + 1}" if last == first else f"batches {first + 1}-{last + 1}"
+                context["batch_label"] = f"{which}/{total} (ICCID {low[0]}-{high[1]})"  # type: ignore[typeddict-unknown-key]
+        try:
+            hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
+        except CredentialsProblem as problem:
+            raise AirflowFailException(str(problem)) from problem
+        summary = {
+            "batch": first,
+            "batches": last - first + 1,
+            "sent": 0,
+            "pending": 0,
+            "error": 0,
+            "api_failed": 0,
+        }
+        with ThreadPoolExecutor(max_workers=last - first + 1) as pool:
+            for result in pool.map(
+                lambda batch_no: self._send_batch(hook, bc_id, batch_no, total, context["run_id"]),
+                range(first, last + 1),
+            ):
+                for key, value in result.items():
+                    summary[key] = summary.get(key, 0) + value
+        self.log.info("Batches %d-%d/%d of bulk change %s: %s", first + 1, last + 1, total, bc_id, summary)
+        if summary["api_failed"]:
+            raise AirflowException(
+                f"{summary['api_failed']} device(s) of batches {first + 1}-{last + 1} could not be sent: the "
+                "carrier stayed unavailable (see the audit log); a retry or a clear sends exactly these again"
+            )
+        return summary
+
+    def _send_batch(
+        self, hook: TelegenceHook, bc_id: int, batch_no: int, total: int, run_id: str
+    ) -> dict[str, int]:
+        """Send one batch in one transaction; the counts of its outcomes."""
+        with self.transaction() as conn:
             devices = repo.lock_batch(conn, bc_id, batch_no)
             if not devices:
-                self.log.info("Batch %d of bulk change %s was already sent; nothing to do", batch_no, bc_id)
-                return {"batch": batch_no, "sent": 0, "pending": 0, "error": 0, "api_failed": 0}
-            if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
-                repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
+                self.log.info("Batch %d of bulk change %s has nothing (left) to send", batch_no + 1, bc_id)
+                return {}
+            bulk_change = repo.get_bulk_change(conn, bc_id)
+            if (
+                bulk_change is not None and bulk_change["status"] != "PROCESSING"
+            ):  # a retry after the run had finished
+                repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {run_id}")
             updates, audit = self._activate(hook, bc_id, batch_no, total, devices)
             repo.update_devices(conn, updates)
             repo.write_audit(conn, audit)
             repo.finish_step(conn, bc_id, repo.STEP_ACTIVATE)  # the last batch to finish sets the end
-        summary = {"batch": batch_no, "sent": len(devices), "pending": 0, "error": 0, "api_failed": 0}
+        counts = {"sent": len(devices)}
         for update in updates:
-            summary[update.status.lower()] = summary.get(update.status.lower(), 0) + 1
-        self.log.info("Batch %d/%d of bulk change %s: %s", batch_no + 1, total, bc_id, summary)
-        if summary["api_failed"]:
-            raise AirflowException(
-                f"{summary['api_failed']} device(s) of batch {batch_no + 1} could not be sent: the carrier stayed "
-                "unavailable (see the audit log); a retry or a clear sends exactly these again"
-            )
-        return summary
+            counts[update.status.lower()] = counts.get(update.status.lower(), 0) + 1
+        self.log.info("Batch %d/%d of bulk change %s: %s", batch_no + 1, total, bc_id, counts)
+        return counts
 
     def _activate(
         self,
@@ -214,21 +254,17 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             iccid: str, status: str, details: str, response_text: str | None, request_id: str | None = None
         ) -> None:
             step = repo.STEP_WAIT_ACTIVATION if status == "PENDING" else repo.STEP_ACTIVATE
-            updates.append(
-                repo.DeviceUpdate(ids[iccid], status, step, details, activation_request_id=request_id)
-            )
+            update = repo.DeviceUpdate(ids[iccid], status, step, details, activation_request_id=request_id)
+            updates.append(update)
             item = items.get(iccid)
             audit.append(
-                repo.AuditRow(
-                    bulk_change_id=bc_id,
-                    device_change_id=ids[iccid],
+                repo.audit_of(
+                    update,
+                    bc_id,
                     step=repo.STEP_ACTIVATE,
                     description=DESC_ACTIVATE,
                     request_text=_clip(f"POST {path} ({label})\n{json.dumps(item) if item else ''}"),
                     response_text=_clip(response_text),
-                    response_status=status,
-                    has_errors=status != "PENDING",
-                    error_text=None if status == "PENDING" else details,
                 )
             )
 
@@ -467,16 +503,12 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
                     )
                 updates.append(update)
                 audit.append(
-                    repo.AuditRow(
-                        bulk_change_id=bc_id,
-                        device_change_id=update.device_change_id,
-                        step=update.step,
+                    repo.audit_of(
+                        update,
+                        bc_id,
                         description="Telegence New Service Activation: next step",
                         request_text=None,
                         response_text=None,
-                        response_status=update.status,
-                        has_errors=update.status == "ERROR",
-                        error_text=update.status_details if update.status == "ERROR" else None,
                     )
                 )
             repo.update_devices(conn, updates)

@@ -135,16 +135,12 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                         update = repo.DeviceUpdate(int(d["id"]), status, repo.STEP_REQUEST_IP, reason)
                     updates.append(update)
                     audit.append(
-                        repo.AuditRow(
-                            bulk_change_id=bc_id,
-                            device_change_id=int(d["id"]),
-                            step=repo.STEP_REQUEST_IP,
+                        repo.audit_of(
+                            update,
+                            bc_id,
                             description=DESC_RESERVE,
                             request_text=request_text,
                             response_text=_clip(response.text),
-                            response_status=update.status,
-                            has_errors=update.status != "PENDING",
-                            error_text=None if update.status == "PENDING" else update.status_details,
                         )
                     )
                 unavailable += sum(1 for u in updates if u.status == "API_FAILED")
@@ -211,9 +207,9 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                         update = repo.DeviceUpdate(int(d["id"]), status, repo.STEP_REQUEST_IP, problem)
                     updates.append(update)
                     audit.append(
-                        repo.AuditRow(
-                            bulk_change_id=bc_id,
-                            device_change_id=int(d["id"]),
+                        repo.audit_of(
+                            update,
+                            bc_id,
                             step=repo.STEP_REQUEST_IP,
                             description=DESC_SUBMIT,
                             request_text=f"POST {hook.path('provisioning')} ({len(chunk)} subscribers)\n"
@@ -228,9 +224,6 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                                 }
                             ),
                             response_text=_clip(response.text),
-                            response_status=update.status,
-                            has_errors=update.status != "PENDING",
-                            error_text=None if update.status == "PENDING" else update.status_details,
                         )
                     )
                 submitted += len(chunk) if batch_id else 0

@@ -154,16 +154,13 @@ class ActivationStatusSensor(_BulkChangeSensor):
                     )
                 updates.append(update)
                 audit.append(
-                    repo.AuditRow(
-                        bulk_change_id=bc_id,
-                        device_change_id=device_id,
+                    repo.audit_of(
+                        update,
+                        bc_id,
                         step=repo.STEP_WAIT_ACTIVATION,
                         description="Telegence New Service Activation: Activation Status",
                         request_text=f"GET {hook.path('activation_status', request_id=request_id)}",
                         response_text=json.dumps(state.__dict__),
-                        response_status=update.status,
-                        has_errors=update.status == "ERROR",
-                        error_text=update.status_details if update.status == "ERROR" else None,
                     )
                 )
             with self.transaction() as conn:
@@ -223,16 +220,13 @@ class IPProvisioningStatusSensor(_BulkChangeSensor):
                         )
                 updates.append(update)
                 audit.append(
-                    repo.AuditRow(
-                        bulk_change_id=bc_id,
-                        device_change_id=int(d["id"]),
+                    repo.audit_of(
+                        update,
+                        bc_id,
                         step=self.step,
                         description="Telegence Static IP Provisioning: Check Status",
                         request_text=f"GET {hook.path('provisioning_status')} batch-id: {batch_id}",
                         response_text=_clip(json.dumps(entry) if entry else response.text),
-                        response_status=update.status,
-                        has_errors=update.status == "ERROR",
-                        error_text=update.status_details if update.status == "ERROR" else None,
                     )
                 )
             with self.transaction() as conn:
