@@ -141,8 +141,8 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
     """Send batches of devices to Telegence for activation (map over the prepare step's output).
 
     Each mapped instance sends the batch ``batch_no`` — or, with ``batches_per_task`` k > 1, the
-    batches ``batch_no`` .. ``batch_no + k - 1``, concurrently, each in its own transaction (fewer
-    task instances for big bulk changes; see bench/results.md). Idempotent: only devices without
+    batches ``batch_no`` .. ``batch_no + k - 1``, one after the other, each in its own transaction
+    (fewer task instances for big bulk changes; see bench/results.md). Idempotent: only devices without
     an activation request id are sent, under row locks held until their results are committed; an
     answer lost after the carrier accepted is recovered from the carrier's duplicate-activation
     (409) answer instead of activating twice. Devices that could not be sent because the carrier
@@ -196,13 +196,11 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             "error": 0,
             "api_failed": 0,
         }
-        with ThreadPoolExecutor(max_workers=last - first + 1) as pool:
-            for result in pool.map(
-                lambda batch_no: self._send_batch(hook, bc_id, batch_no, total, context["run_id"]),
-                range(first, last + 1),
-            ):
-                for key, value in result.items():
-                    summary[key] = summary.get(key, 0) + value
+        # One batch after the other: an instance holds one slot of the carrier pool, so it makes one
+        # carrier call at a time and the pool keeps bounding the calls in flight.
+        for batch_no in range(first, last + 1):
+            for key, value in self._send_batch(hook, bc_id, batch_no, total, context["run_id"]).items():
+                summary[key] = summary.get(key, 0) + value
         self.log.info("Batches %d-%d/%d of bulk change %s: %s", first + 1, last + 1, total, bc_id, summary)
         if summary["api_failed"]:
             raise AirflowException(
