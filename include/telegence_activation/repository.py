@@ -443,16 +443,44 @@ def pending_activation_requests(conn: psycopg.Connection, bulk_change_id: int) -
 
 
 def devices_at_step(
-    conn: psycopg.Connection, bulk_change_id: int, step: str, status: str = "PENDING"
+    conn: psycopg.Connection,
+    bulk_change_id: int,
+    step: str,
+    status: str = "PENDING",
+    *,
+    only_with_removals: bool = False,
 ) -> list[dict[str, Any]]:
+    """Devices at a step, in file order, with only the parts of the change request the steps use
+    (static IP options, billing account, customer range; the whole request only for devices that
+    carry a ``removeOfferingCode`` when ``only_with_removals``), so memory stays small per device."""
+    removals = (
+        """ AND change_request @? '$.TelegenceActivationRequest.service.serviceCharacteristic[*]
+                                   ? (@.name == "removeOfferingCode")'"""
+        if only_with_removals
+        else ""
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            """SELECT id, iccid, subscriber_number, change_request, needs_static_ip, host(reserved_ip) AS reserved_ip,
-                      ip_batch_id::text AS ip_batch_id, offering_codes_removed_at
-                 FROM activation.device_change
-                WHERE bulk_change_id = %s AND step = %s AND status = %s ORDER BY line_number""",
-            (bulk_change_id, step, status),
+            f"""SELECT id, iccid, subscriber_number, needs_static_ip, host(reserved_ip) AS reserved_ip,
+                       ip_batch_id::text AS ip_batch_id, offering_codes_removed_at,
+                       change_request -> 'StaticIPProvision' AS static_ip,
+                       change_request #>> '{{TelegenceActivationRequest,billingAccount,id}}' AS billing_account,
+                       change_request ->> 'CustomerIPRange' AS customer_ip_range,
+                       CASE WHEN %s THEN change_request END AS change_request
+                  FROM activation.device_change
+                 WHERE bulk_change_id = %s AND step = %s AND status = %s{removals}
+                 ORDER BY line_number""",
+            (only_with_removals, bulk_change_id, step, status),
         ).fetchall()
+
+
+def any_at_step(conn: psycopg.Connection, bulk_change_id: int, step: str, status: str = "PENDING") -> bool:
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM activation.device_change
+                           WHERE bulk_change_id = %s AND step = %s AND status = %s)""",
+        (bulk_change_id, step, status),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def activation_failures(conn: psycopg.Connection, bulk_change_id: int) -> int:

@@ -389,7 +389,7 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
             assert bulk_change is not None
             devices = [
                 d
-                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES)
+                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES, only_with_removals=True)
                 if d["offering_codes_removed_at"] is None and remove_offering_codes(d["change_request"])
             ]
             repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)

@@ -19,7 +19,7 @@ from telegence_activation.domain.ip import (
     provisioning_request,
     reserved_addresses,
 )
-from telegence_activation.domain.models import ChangeRequest
+from telegence_activation.domain.models import StaticIPOptions
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.activation import _clip
 from telegence_activation.operators.base import BulkChangeTaskMixin, telegence_hook_for
@@ -63,7 +63,10 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
             if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
                 repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
         hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
-        requests_by_id = {int(d["id"]): ChangeRequest.model_validate(d["change_request"]) for d in devices}
+        requests_by_id = {
+            int(d["id"]): (StaticIPOptions.model_validate(d["static_ip"]), str(d["billing_account"]))
+            for d in devices
+        }
 
         unavailable = self._reserve(hook, bc_id, [d for d in devices if not d["reserved_ip"]], requests_by_id)
         with self.transaction() as conn:
@@ -89,13 +92,12 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
         hook: TelegenceHook,
         bc_id: int,
         devices: list[dict[str, Any]],
-        requests_by_id: dict[int, ChangeRequest],
+        requests_by_id: dict[int, tuple[StaticIPOptions, str]],
     ) -> int:
         """Reserve one address per device, per PDP pool; return how many hit an unavailable carrier."""
         by_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for d in devices:
-            options = requests_by_id[int(d["id"])].StaticIPProvision
-            assert options is not None  # needs_static_ip
+            options, _ = requests_by_id[int(d["id"])]
             by_pool[options.PDPName].append(d)
         unavailable = 0
         for pdp, pool_devices in by_pool.items():
@@ -154,14 +156,12 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
         hook: TelegenceHook,
         bc_id: int,
         devices: list[dict[str, Any]],
-        requests_by_id: dict[int, ChangeRequest],
+        requests_by_id: dict[int, tuple[StaticIPOptions, str]],
     ) -> tuple[int, int]:
         """Submit provisioning batches per (PDP pool, billing account); return (submitted, unavailable)."""
         groups: dict[tuple[str, str], list[tuple[dict[str, Any], Subscriber]]] = defaultdict(list)
         for d in devices:
-            request = requests_by_id[int(d["id"])]
-            options = request.StaticIPProvision
-            assert options is not None
+            options, billing_account = requests_by_id[int(d["id"])]
             subscriber = Subscriber(
                 subscriber_number=d["subscriber_number"],
                 ip_address=d["reserved_ip"],
@@ -169,9 +169,7 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                 lte_indicator=options.LteIndicator,
                 default_apn=options.DefaultAPN,
             )
-            groups[(options.PDPName, request.TelegenceActivationRequest.billingAccount.id)].append(
-                (d, subscriber)
-            )
+            groups[(options.PDPName, billing_account)].append((d, subscriber))
         effective_date = datetime.now(UTC).strftime("%Y-%m-%dZ")
         submitted = unavailable = 0
         for (pdp, ban), members in groups.items():

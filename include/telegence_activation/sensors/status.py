@@ -101,7 +101,7 @@ class _BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
 
     def waiting(self, bc_id: int) -> bool:
         with self.transaction() as conn:
-            return bool(repo.devices_at_step(conn, bc_id, self.step))
+            return repo.any_at_step(conn, bc_id, self.step)
 
     def check(self, hook: TelegenceHook, bc_id: int) -> None:
         raise NotImplementedError
@@ -190,7 +190,7 @@ class IPProvisioningStatusSensor(_BulkChangeSensor):
             audit: list[repo.AuditRow] = []
             for d in batch_devices:
                 entry = entries.get(str(d["subscriber_number"]))
-                customer_range = (d["change_request"] or {}).get("CustomerIPRange")
+                customer_range = d["customer_ip_range"]
                 if entry is None:
                     update = repo.DeviceUpdate(
                         int(d["id"]),
