@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism of the LocalExecutor")
     parser.add_argument("--pool-slots", type=int, default=8, help="slots of the telegence_api pool")
     parser.add_argument("--idle-sleep", type=float, default=0.2, help="[scheduler] scheduler_idle_sleep_time")
-    parser.add_argument("--batches-per-task", type=int, default=1, help="the DAG param of the same name")
+    parser.add_argument("--batches-per-task", type=int, default=5, help="the DAG param of the same name")
     args = parser.parse_args(argv)
     sizes = args.sizes + ([100_000] if args.with_100k else [])
     args.out.mkdir(parents=True, exist_ok=True)
