@@ -302,9 +302,12 @@ def _retry_failed(args: argparse.Namespace) -> int:
         if run["state"] in ("queued", "running"):
             print(f"error: run {run_id} is still {run['state']}; retry once it has finished", file=sys.stderr)
             return 1
+        # Devices left unfinished (e.g. an earlier retry-failed whose clear did not go through)
+        # also need the run cleared.
+        unfinished = len(repo.unfinished_devices(conn, args.bulk_change_id))
         reset = repo.reset_failed_devices(conn, args.bulk_change_id, f"retry-failed by {getpass.getuser()}")
         retryable = len(repo.retryable_devices(conn, args.bulk_change_id))
-        if not reset and not retryable:
+        if not reset and not retryable and not unfinished:
             conn.rollback()
             print(f"bulk change {args.bulk_change_id} has no failed device to retry")
             return 0
@@ -312,7 +315,7 @@ def _retry_failed(args: argparse.Namespace) -> int:
     # Clear the whole run: the rejected devices' tasks succeeded, so clearing only failed tasks
     # would not reach them; every task is idempotent and only does what is left.
     cleared = client.clear(run_id, only_failed=False)
-    devices = sum(reset.values()) + retryable
+    devices = sum(reset.values()) + retryable + unfinished
     print(
         f"reset {devices} device(s) for retry ({reset or {}}); cleared {len(cleared)} task(s) of run {run_id}"
     )

@@ -116,7 +116,14 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             reason = str(problem)
             self.log.error("%s: failing %d device(s) of bulk change %s", reason, len(unfinished), bc_id)
             with self.transaction() as conn:
-                repo.fail_unfinished(conn, bc_id, reason=reason, description=f"{DESC_ACTIVATE}: credentials")
+                # Only devices never sent: lines the carrier already works on are left to the sensors.
+                repo.fail_unfinished(
+                    conn,
+                    bc_id,
+                    reason=reason,
+                    description=f"{DESC_ACTIVATE}: credentials",
+                    step_filter=repo.STEP_ACTIVATE,
+                )
                 repo.set_bulk_change_status(conn, bc_id, "ERROR", reason)
             return []
 
@@ -178,12 +185,16 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         with self.transaction() as conn:
             bulk_change = repo.get_bulk_change(conn, bc_id)
             assert bulk_change is not None
-            total = repo.batch_count(conn, bc_id)
-            last = min(first + count, max(total, first + 1)) - 1
-            low, high = repo.batch_bounds(conn, bc_id, first), repo.batch_bounds(conn, bc_id, last)
-            if low and high:
-                which = f"batch {first + 1}" if last == first else f"batches {first + 1}-{last + 1}"
-                context["batch_label"] = f"{which}/{total} (ICCID {low[0]}-{high[1]})"  # type: ignore[typeddict-unknown-key]
+            # Batch numbers only grow (a rerun plans new ones after the highest), so the highest + 1 is
+            # the total for the label; the group covers first .. first + count - 1 whatever the gaps.
+            total = repo.next_batch_no(conn, bc_id)
+            last = first + count - 1
+            shown = min(last, max(total - 1, first))
+            which = f"batch {first + 1}" if shown == first else f"batches {first + 1}-{shown + 1}"
+            low, high = repo.batch_bounds(conn, bc_id, first), repo.batch_bounds(conn, bc_id, shown)
+            iccids = f" (ICCID {low[0]}-{high[1]})" if low and high else ""
+            # Always set: the map_index_template renders it, and an undefined name fails the task.
+            context["batch_label"] = f"{which}/{total}{iccids}"  # type: ignore[typeddict-unknown-key]
         try:
             hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
         except CredentialsProblem as problem:
@@ -201,7 +212,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         for batch_no in range(first, last + 1):
             for key, value in self._send_batch(hook, bc_id, batch_no, total, context["run_id"]).items():
                 summary[key] = summary.get(key, 0) + value
-        self.log.info("Batches %d-%d/%d of bulk change %s: %s", first + 1, last + 1, total, bc_id, summary)
+        self.log.info("%s of bulk change %s: %s", context["batch_label"], bc_id, summary)  # type: ignore[typeddict-item]
         if summary["api_failed"]:
             raise AirflowException(
                 f"{summary['api_failed']} device(s) of batches {first + 1}-{last + 1} could not be sent: the "
@@ -319,10 +330,18 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                         "Malformed 2xx activation answer (%s); sending again to learn the outcome", exc
                     )
                     continue
+                shared_id = next(iter(states.values())).request_id  # one request id for the whole call
                 for iccid in list(remaining):
                     state = states.get(iccid)
                     if state is None:
-                        done(iccid, "ERROR", "carrier's answer did not include this ICCID", last.text)
+                        # A 2xx accepts the whole array: the status checks settle this device.
+                        done(
+                            iccid,
+                            "PENDING",
+                            f"activation requested (request id {shared_id}); missing from the carrier's answer",
+                            last.text,
+                            shared_id,
+                        )
                     else:
                         done(
                             iccid,

@@ -85,7 +85,8 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             if left:
                 raise AirflowFailException(
                     f"{left} device(s) of bulk change {bc_id} are not in a terminal state ({counts}); the bulk "
-                    "change stays PROCESSING. Clear the failed task(s) of this run to resume."
+                    "change stays PROCESSING. Clear the failed task(s) of this run to resume (or run "
+                    "'python -m telegence_activation retry-failed <bulk change id>')."
                 )
             status = final_status(counts)
             if bulk_change["status"] != "ERROR" or status == "ERROR":
@@ -127,7 +128,8 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             # Everything is recorded; fail so the run shows red and the failed tasks can be cleared.
             raise AirflowFailException(
                 f"bulk change {bc_id} finished ERROR with {api_failed} device(s) API_FAILED (the carrier stayed "
-                "unavailable); clear the failed task(s) of this run to send them again"
+                "unavailable); run 'python -m telegence_activation retry-failed <bulk change id>' (or clear "
+                "the failed tasks) to send them again"
             )
         return {
             "status": status,
