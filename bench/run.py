@@ -28,6 +28,7 @@ import secrets
 import sys
 import threading
 import time
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -252,10 +253,6 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
             )
         ]
     rows_audit = audit_rows(bc, ids)
-    columns = (
-        "bulk_change_id, device_change_id, step, description, request_text, response_text, "
-        "response_status, has_errors, error_text, processed_by"
-    )
 
     # As the DAG does it: per 200-device batch, its own connection and one transaction with the
     # batch's audit rows (COPY) and, in the full variant, its status updates (one UPDATE ... unnest).
@@ -287,18 +284,7 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
     # Raw COPY of the same audit rows, one statement, from a pre-rendered buffer.
     buffer = io.StringIO()
     for r in rows_audit:
-        fields = [
-            r.bulk_change_id,
-            r.device_change_id,
-            r.step,
-            r.description,
-            r.request_text,
-            r.response_text,
-            r.response_status,
-            "t" if r.has_errors else "f",
-            r.error_text,
-            r.processed_by,
-        ]
+        fields = ["t" if f is True else "f" if f is False else f for f in astuple(r)]
         buffer.write(
             "\t".join(
                 "\\N" if f is None else str(f).replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
@@ -311,7 +297,7 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
     with (
         psycopg.connect(uri) as conn,
         conn.cursor() as cur,
-        cur.copy(f"COPY activation.device_change_log ({columns}) FROM STDIN") as copy,
+        cur.copy(f"COPY activation.device_change_log ({repo.AUDIT_COLUMNS}) FROM STDIN") as copy,
     ):
         copy.write(data)
     copy_rate = len(rows_audit) / (time.perf_counter() - t)
@@ -322,19 +308,9 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
     with psycopg.connect(uri, autocommit=True) as conn:
         for r in sample:
             conn.execute(
-                f"INSERT INTO activation.device_change_log ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    r.bulk_change_id,
-                    r.device_change_id,
-                    r.step,
-                    r.description,
-                    r.request_text,
-                    r.response_text,
-                    r.response_status,
-                    r.has_errors,
-                    r.error_text,
-                    r.processed_by,
-                ),
+                f"INSERT INTO activation.device_change_log ({repo.AUDIT_COLUMNS}) "
+                f"VALUES ({', '.join(['%s'] * len(astuple(r)))})",
+                astuple(r),
             )
     insert_rate = len(sample) / (time.perf_counter() - t)
     with psycopg.connect(server_uri, autocommit=True) as conn:

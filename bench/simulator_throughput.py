@@ -21,21 +21,10 @@ from typing import Any
 import aiohttp
 import psutil
 
+from telegence_activation.domain.identifiers import luhn_check_digit as luhn_digit
+
 ACTIVATE = "/sp/mobility/serviceactivation/api/v1/service"
 HEADERS = {"app-id": "demo-app-id", "app-secret": "demo-app-secret", "Content-Type": "application/json"}
-
-
-def luhn_digit(body: str) -> str:
-    """Check digit that makes ``body + digit`` Luhn-valid."""
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
 
 
 def make_body(start: int, items: int) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import psycopg
@@ -27,11 +27,16 @@ STEP_CHECK_IP = "CheckIPProvisionStatus"
 STEP_DONE = "Done"
 
 PROCESSED_BY = "telegence_new_service_activation"
+# The audit log's written columns, in the order of AuditRow's fields.
+AUDIT_COLUMNS = (
+    "bulk_change_id, device_change_id, step, description, request_text, response_text, "
+    "response_status, has_errors, error_text, processed_by"
+)
 
 
 @dataclass(frozen=True)
 class AuditRow:
-    """One row of the per-device audit log."""
+    """One row of the per-device audit log (fields in the order of ``AUDIT_COLUMNS``)."""
 
     bulk_change_id: int
     device_change_id: int | None
@@ -162,14 +167,6 @@ def start_step(conn: psycopg.Connection, bulk_change_id: int, step: str) -> None
     )
 
 
-def step_started_at(conn: psycopg.Connection, bulk_change_id: int, step: str) -> Any:
-    row = conn.execute(
-        "SELECT started_at FROM activation.step_timing WHERE bulk_change_id = %s AND step = %s",
-        (bulk_change_id, step),
-    ).fetchone()
-    return row[0] if row else None
-
-
 def finish_step(conn: psycopg.Connection, bulk_change_id: int, step: str) -> None:
     conn.execute(
         """INSERT INTO activation.step_timing (bulk_change_id, step, finished_at) VALUES (%s, %s, now())
@@ -278,15 +275,6 @@ def batches_to_send(conn: psycopg.Connection, bulk_change_id: int) -> list[int]:
         (bulk_change_id,),
     ).fetchall()
     return [int(r[0]) for r in rows]
-
-
-def batch_count(conn: psycopg.Connection, bulk_change_id: int) -> int:
-    row = conn.execute(
-        "SELECT count(DISTINCT batch_no) FROM activation.device_change WHERE bulk_change_id = %s",
-        (bulk_change_id,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def lock_batch(conn: psycopg.Connection, bulk_change_id: int, batch_no: int) -> list[dict[str, Any]]:
@@ -406,27 +394,10 @@ def write_audit(conn: psycopg.Connection, rows: Sequence[AuditRow]) -> None:
         return
     with (
         conn.cursor() as cur,
-        cur.copy(
-            """COPY activation.device_change_log (bulk_change_id, device_change_id, step, description,
-               request_text, response_text, response_status, has_errors, error_text, processed_by)
-           FROM STDIN"""
-        ) as copy,
+        cur.copy(f"COPY activation.device_change_log ({AUDIT_COLUMNS}) FROM STDIN") as copy,
     ):
         for r in rows:
-            copy.write_row(
-                (
-                    r.bulk_change_id,
-                    r.device_change_id,
-                    r.step,
-                    r.description,
-                    r.request_text,
-                    r.response_text,
-                    r.response_status,
-                    r.has_errors,
-                    r.error_text,
-                    r.processed_by,
-                )
-            )
+            copy.write_row(astuple(r))
 
 
 def pending_activation_requests(conn: psycopg.Connection, bulk_change_id: int) -> dict[str, dict[str, int]]:
