@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from dataclasses import dataclass
 
 from .scenario import FaultRule, RateLimit
+
+ECHO_NOTE = "echo_secret fault: the simulator repeats the app-secret it received (for redaction tests)"
 
 
 class TokenBucket:
@@ -46,6 +49,7 @@ class FaultPlan:
     malformed: str | None = None  # variant name; the handler runs, then the 2xx body is mangled
     lost: str | None = None  # "drop" | "delay"; the handler runs, then the answer is lost
     lost_hold: float = 0.0
+    echo_secret: bool = False  # the handler runs, then the caller's app-secret is added to the answer
     fired: tuple[str, ...] = ()
 
 
@@ -69,10 +73,13 @@ class FaultEngine:
 
     def __init__(self, rules: list[FaultRule], seed: int) -> None:
         self._by_endpoint: dict[str, list[_Rule]] = {}
+        self._echo_by_endpoint: dict[str, list[_Rule]] = {}
         for index, rule in enumerate(rules):
             compiled = _Rule(rule, seed, index)
             for endpoint in rule.endpoints:
                 self._by_endpoint.setdefault(endpoint, []).append(compiled)
+                if rule.kind == "echo_secret":
+                    self._echo_by_endpoint.setdefault(endpoint, []).append(compiled)
         self._needs_body = {
             endpoint for endpoint, compiled in self._by_endpoint.items() if any(c.iccids for c in compiled)
         }
@@ -81,6 +88,18 @@ class FaultEngine:
         """True when a rule of ``endpoint`` selects calls by the ICCIDs in their body."""
         return endpoint in self._needs_body
 
+    def echoes(self, endpoint: str) -> bool:
+        """True when an ``echo_secret`` rule applies to ``endpoint``."""
+        return endpoint in self._echo_by_endpoint
+
+    def echo(self, endpoint: str, body: bytes | None = None) -> bool:
+        """Roll only the ``echo_secret`` rules, for a call refused before the fault rules (401/429/403)."""
+        fired = False
+        for compiled in self._echo_by_endpoint.get(endpoint, ()):
+            if _fires(compiled, body):
+                fired = True
+        return fired
+
     def plan(self, endpoint: str, body: bytes | None = None) -> FaultPlan | None:
         """Roll the dice for one call; None when no fault fires (the fast path)."""
         rules = self._by_endpoint.get(endpoint)
@@ -88,14 +107,9 @@ class FaultEngine:
             return None
         plan: FaultPlan | None = None
         for compiled in rules:
+            if not _fires(compiled, body):
+                continue
             rule = compiled.rule
-            if compiled.iccids and (body is None or not any(i in body for i in compiled.iccids)):
-                continue
-            compiled.calls += 1
-            if rule.first_n is not None and compiled.calls > rule.first_n:
-                continue
-            if rule.probability < 1.0 and compiled.rng.random() >= rule.probability:
-                continue
             if plan is None:
                 plan = FaultPlan()
             kind = rule.kind
@@ -123,8 +137,54 @@ class FaultEngine:
                     continue
                 plan.lost = rule.mode
                 plan.lost_hold = float(rule.seconds or 0.0)  # type: ignore[arg-type]
+            elif kind == "echo_secret":
+                if plan.echo_secret:
+                    continue
+                plan.echo_secret = True
             plan.fired = (*plan.fired, kind)
         return plan
+
+
+def _fires(compiled: _Rule, body: bytes | None) -> bool:
+    """Count one call towards a rule's ``first_n`` (if it selects the call) and roll its dice."""
+    rule = compiled.rule
+    if compiled.iccids and (body is None or not any(i in body for i in compiled.iccids)):
+        return False
+    compiled.calls += 1
+    if rule.first_n is not None and compiled.calls > rule.first_n:
+        return False
+    return rule.probability >= 1.0 or compiled.rng.random() < rule.probability
+
+
+def echo_secret_body(status: int, body: bytes, secret: str) -> bytes | None:
+    """Add the caller's app-secret to a JSON answer; None when there is nothing to add it to.
+
+    A 2xx object gets ``"debug": {"appSecret", "note"}`` (an array: each object element); a
+    non-2xx object gets the secret appended to ``message`` and, if it has none, as
+    ``errorDescription``.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if 200 <= status < 300:
+        if isinstance(data, dict):
+            data["debug"] = {"appSecret": secret, "note": ECHO_NOTE}
+        elif isinstance(data, list) and any(isinstance(element, dict) for element in data):
+            for element in data:
+                if isinstance(element, dict):
+                    element["debug"] = {"appSecret": secret, "note": ECHO_NOTE}
+        else:
+            return None
+    else:
+        if not isinstance(data, dict):
+            return None
+        text = f"request credentials app-secret={secret}"
+        message = data.get("message")
+        data["message"] = f"{message} ({text})" if isinstance(message, str) and message else text
+        if not data.get("errorDescription"):
+            data["errorDescription"] = text
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def malformed_body(variant: str, body: bytes) -> tuple[bytes, str]:

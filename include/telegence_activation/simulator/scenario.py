@@ -55,7 +55,7 @@ OutcomeKind = Literal[
     "missing_from_ip_status",
     "service_details_404",
 ]
-FaultKind = Literal["latency", "error", "timeout", "malformed", "drop", "answer_lost"]
+FaultKind = Literal["latency", "error", "timeout", "malformed", "drop", "answer_lost", "echo_secret"]
 IpStage = Literal["profileCheck", "ipReservation", "profileUpdate"]
 
 NonNegFloat = Annotated[float, Field(ge=0)]

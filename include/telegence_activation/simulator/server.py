@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from .checks import MAX_ITEMS, is_mdn, parse_activation
-from .faults import FaultEngine, TokenBucket, malformed_body
+from .faults import FaultEngine, TokenBucket, echo_secret_body, malformed_body
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_errors, scenario_from_mapping
 from .state import Carrier, Clock
 
@@ -46,6 +46,15 @@ def _bad_request(message: str, errors: list[str]) -> web.Response:
     shown = errors[:25]
     more = f"; ... and {len(errors) - 25} more" if len(errors) > 25 else ""
     return _json(400, {"message": message, "errorDescription": "; ".join(shown) + more})
+
+
+def _echo_secret(response: web.Response, secret: str) -> None:
+    """Apply an ``echo_secret`` fault: put the caller's app-secret into the JSON answer."""
+    body = response.body
+    if isinstance(body, bytes):
+        echoed = echo_secret_body(response.status, body, secret)
+        if echoed is not None:
+            response.body = echoed
 
 
 @dataclass(slots=True)
@@ -158,6 +167,19 @@ class Simulator:
             self._frozen_devices = count
 
     # ------------------------------------------------------------------ contract plumbing
+    async def _refuse(
+        self, request: web.Request, endpoint: str, secret: str | None, response: web.Response
+    ) -> web.Response:
+        """Count a 401/429/403 answered before the fault rules; only ``echo_secret`` rules apply."""
+        self.counters.call(endpoint, response.status)
+        faults = self.faults
+        if secret is not None and faults.echoes(endpoint):
+            body = await request.read() if faults.needs_body(endpoint) else None
+            if faults.echo(endpoint, body):
+                self.counters.fault(endpoint, ("echo_secret",))
+                _echo_secret(response, secret)
+        return response
+
     def _contract(
         self, endpoint: str, write: bool, handler: Handler
     ) -> Callable[[web.Request], Awaitable[Any]]:
@@ -168,25 +190,41 @@ class Simulator:
             secret = headers.get("app-secret")
             account = self.accounts.get(app_id) if app_id else None
             if not app_id or secret is None:
-                counters.call(endpoint, 401)
-                return _json(401, {"message": "Unauthorized: missing app-id or app-secret header"})
+                return await self._refuse(
+                    request,
+                    endpoint,
+                    secret,
+                    _json(401, {"message": "Unauthorized: missing app-id or app-secret header"}),
+                )
             if account is None or not hmac.compare_digest(secret.encode(), account.secret):
-                counters.call(endpoint, 401)
-                return _json(401, {"message": "Unauthorized: invalid app-id or app-secret"})
+                return await self._refuse(
+                    request,
+                    endpoint,
+                    secret,
+                    _json(401, {"message": "Unauthorized: invalid app-id or app-secret"}),
+                )
             bucket = account.bucket
             if bucket is not None:
                 retry_after = bucket.take()
                 if retry_after is not None:
                     counters.throttle(account.app_id)
-                    counters.call(endpoint, 429)
-                    return _json(
-                        429,
-                        {"message": f"Too many requests: rate limit of {bucket.rate:g} calls/s exceeded"},
-                        headers={"Retry-After": str(retry_after)},
+                    return await self._refuse(
+                        request,
+                        endpoint,
+                        secret,
+                        _json(
+                            429,
+                            {"message": f"Too many requests: rate limit of {bucket.rate:g} calls/s exceeded"},
+                            headers={"Retry-After": str(retry_after)},
+                        ),
                     )
             if write and not account.write_enabled:
-                counters.call(endpoint, 403)
-                return _json(403, {"message": "Forbidden: write access is disabled for this account"})
+                return await self._refuse(
+                    request,
+                    endpoint,
+                    secret,
+                    _json(403, {"message": "Forbidden: write access is disabled for this account"}),
+                )
             body = await request.read() if self.faults.needs_body(endpoint) else None
             plan = self.faults.plan(endpoint, body)
             if plan is None:
@@ -198,11 +236,17 @@ class Simulator:
                 await asyncio.sleep(plan.latency)
             if plan.action == "error":
                 counters.call(endpoint, plan.status)
-                return _json(plan.status, {"message": f"Simulated upstream error {plan.status}"})
+                response = _json(plan.status, {"message": f"Simulated upstream error {plan.status}"})
+                if plan.echo_secret:
+                    _echo_secret(response, secret)
+                return response
             if plan.action == "timeout":
                 await asyncio.sleep(plan.hold)
                 counters.call(endpoint, 504)
-                return _json(504, {"message": "Gateway Timeout"})
+                response = _json(504, {"message": "Gateway Timeout"})
+                if plan.echo_secret:
+                    _echo_secret(response, secret)
+                return response
             if plan.action == "drop":
                 counters.call(endpoint, "dropped")
                 _drop(request)
@@ -212,6 +256,8 @@ class Simulator:
                 original = response.body if isinstance(response.body, bytes) else b""
                 body, content_type = malformed_body(plan.malformed, original)
                 response = web.Response(status=response.status, body=body, content_type=content_type)
+            if plan.echo_secret:
+                _echo_secret(response, secret)
             if plan.lost == "drop":
                 counters.call(endpoint, "dropped")
                 _drop(request)
