@@ -21,16 +21,28 @@ from telegence_activation.operators.activation import (
 )
 from telegence_activation.operators.finalize import FinalizeBulkChangeOperator
 from telegence_activation.operators.static_ip import RequestStaticIPsOperator
-from telegence_activation.sensors.status import ActivationStatusSensor, IPProvisioningStatusSensor
+from telegence_activation.sensors.status import (
+    MAX_CHECK_TIMEOUT_SECONDS,
+    ActivationStatusSensor,
+    IPProvisioningStatusSensor,
+)
 
 CARRIER_POOL = "telegence_api"
 # Environment knobs for operators of the deployment (read from the environment, no I/O).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
 MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
 # Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
-# the executor's "success" for one poke arrives after the next poke was queued. The sensors are
-# idempotent (state lives in the database), so a few quick retries absorb it.
-SENSOR_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=2), "retry_exponential_backoff": 0}
+# the executor's "success" for one poke arrives after the next poke was queued (seen about once per
+# three reschedules at 5 s intervals). Every poke is idempotent and the step's deadline is kept in
+# the database, so the sensors retry as often as the race needs: the deadline, not the number of
+# tries, ends a wait.
+SENSOR_RETRIES = {"retries": 5000, "retry_delay": timedelta(seconds=3), "retry_exponential_backoff": 0}
+# Connections, per run (templated): None = the defaults (activation_db; telegence_sp_<id>, else
+# telegence_default).
+CONNECTIONS = {
+    "activation_db_conn_id": "{{ params.activation_db_conn_id }}",
+    "telegence_conn_id": "{{ params.telegence_conn_id }}",
+}
 
 with DAG(
     dag_id="telegence_new_service_activation",
@@ -70,14 +82,35 @@ with DAG(
             maximum=20,
             description="Batches each activate task instance sends (raise it for 10,000+ devices).",
         ),
-        "activation_check_interval_seconds": Param(30, type="integer", minimum=1),
-        "activation_check_timeout_seconds": Param(3600, type="integer", minimum=1),
-        "ip_check_interval_seconds": Param(60, type="integer", minimum=1),
-        "ip_check_timeout_seconds": Param(3600, type="integer", minimum=1),
+        "activation_check_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
+        "activation_check_timeout_seconds": Param(
+            3600,
+            type="integer",
+            minimum=1,
+            maximum=MAX_CHECK_TIMEOUT_SECONDS,
+            description="Deadline of the activation checks, from their first check (kept in the database).",
+        ),
+        "ip_check_interval_seconds": Param(60, type="integer", minimum=1, maximum=3600),
+        "ip_check_timeout_seconds": Param(
+            3600,
+            type="integer",
+            minimum=1,
+            maximum=MAX_CHECK_TIMEOUT_SECONDS,
+            description="Deadline of the static IP checks, from their first check (kept in the database).",
+        ),
+        "activation_db_conn_id": Param(
+            "activation_db", type="string", minLength=1, description="The activation database connection."
+        ),
+        "telegence_conn_id": Param(
+            None,
+            type=["null", "string"],
+            description="Carrier connection override (default: telegence_sp_<service provider>, else telegence_default).",
+        ),
     },
 ) as dag:
     prepare = PrepareBulkChangeOperator(
         task_id="prepare",
+        **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
         batch_size="{{ params.batch_size }}",
         batches_per_task="{{ params.batches_per_task }}",
@@ -87,6 +120,7 @@ with DAG(
     )
     activate = ActivateBatchOperator.partial(
         task_id="activate",
+        **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
         batches_per_task="{{ params.batches_per_task }}",
         pool=CARRIER_POOL,
@@ -95,6 +129,7 @@ with DAG(
     ).expand(batch_no=prepare.output)
     wait_for_activation = ActivationStatusSensor(
         task_id="wait_for_activation",
+        **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
         check_interval_seconds="{{ params.activation_check_interval_seconds }}",
         check_timeout_seconds="{{ params.activation_check_timeout_seconds }}",
@@ -104,18 +139,26 @@ with DAG(
         **SENSOR_RETRIES,
     )
     remove_offering_codes = RemoveOfferingCodesOperator(
-        task_id="remove_offering_codes", bulk_change_id="{{ params.bulk_change_id }}", pool=CARRIER_POOL
+        task_id="remove_offering_codes",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        pool=CARRIER_POOL,
+        **CONNECTIONS,
     )
     plan_static_ip = PlanStaticIPOperator(
         task_id="plan_static_ip",
+        activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],
         bulk_change_id="{{ params.bulk_change_id }}",
         on_activation_failure="{{ params.on_activation_failure }}",
     )
     request_static_ips = RequestStaticIPsOperator(
-        task_id="request_static_ips", bulk_change_id="{{ params.bulk_change_id }}", pool=CARRIER_POOL
+        task_id="request_static_ips",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        pool=CARRIER_POOL,
+        **CONNECTIONS,
     )
     check_ip_provisioning = IPProvisioningStatusSensor(
         task_id="check_ip_provisioning",
+        **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
         check_interval_seconds="{{ params.ip_check_interval_seconds }}",
         check_timeout_seconds="{{ params.ip_check_timeout_seconds }}",
@@ -125,7 +168,10 @@ with DAG(
         **SENSOR_RETRIES,
     )
     finalize = FinalizeBulkChangeOperator(
-        task_id="finalize", bulk_change_id="{{ params.bulk_change_id }}", trigger_rule=TriggerRule.ALL_DONE
+        task_id="finalize",
+        bulk_change_id="{{ params.bulk_change_id }}",
+        activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],
+        trigger_rule=TriggerRule.ALL_DONE,
     )
 
     (

@@ -311,14 +311,24 @@ def _retry_failed(args: argparse.Namespace) -> int:
             conn.rollback()
             print(f"bulk change {args.bulk_change_id} has no failed device to retry")
             return 0
-        conn.commit()
+        try:
+            conn.commit()
+        except psycopg.errors.ExclusionViolation as exc:
+            print(
+                f"error: a failed device of bulk change {args.bulk_change_id} is open in another bulk change "
+                f"now ({exc.diag.message_detail}); nothing was reset",
+                file=sys.stderr,
+            )
+            return 1
     # Clear the whole run: the rejected devices' tasks succeeded, so clearing only failed tasks
     # would not reach them; every task is idempotent and only does what is left.
     cleared = client.clear(run_id, only_failed=False)
-    devices = sum(reset.values()) + retryable + unfinished
-    print(
-        f"reset {devices} device(s) for retry ({reset or {}}); cleared {len(cleared)} task(s) of run {run_id}"
-    )
+    parts = [f"reset {sum(reset.values())} failed device(s) for retry ({reset or {}})"]
+    if retryable:
+        parts.append(f"{retryable} API_FAILED device(s) to send again")
+    if unfinished:
+        parts.append(f"{unfinished} device(s) still in progress")
+    print(f"{'; '.join(parts)}; cleared {len(cleared)} task(s) of run {run_id}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from telegence_activation import repository as repo
 from telegence_activation.domain.intake import (
     ALL_COLUMNS,
     IntakeOptions,
@@ -69,6 +70,16 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
 
 def ingest_csv(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
     """Validate ``path`` and write it as a new bulk change; raise IntakeRejected on any bad row."""
+    try:
+        return _ingest(uri, path, spec)
+    except psycopg.errors.ExclusionViolation as exc:
+        # Another intake committed the same ICCID meanwhile (the deferred constraint caught it).
+        raise IntakeRejected(
+            [f"iccid: {exc.diag.message_detail or 'an ICCID is open in another bulk change'}"], 1
+        ) from exc
+
+
+def _ingest(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
     validator = RowValidator(spec.options)
     kept: list[str] = []
     total_errors = 0
@@ -126,6 +137,15 @@ def ingest_csv(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
                     )
         if not total_errors and count == 0:
             record([RowError(1, "(file)", "has a header but no device rows")])
+        if not total_errors:
+            record(
+                [
+                    RowError(
+                        int(line), "iccid", f"{iccid} is open in bulk change {other} (not PROCESSED or ERROR)"
+                    )
+                    for line, iccid, other in repo.open_elsewhere(conn, bulk_change_id, MAX_ERRORS_KEPT)
+                ]
+            )
         if total_errors:
             raise IntakeRejected(kept, total_errors)
         conn.execute(

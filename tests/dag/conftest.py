@@ -30,6 +30,8 @@ APP_SECRET = "S3CRET-app-secret-7f3a9c"
 FAST_CHECKS = {"activation_check_interval_seconds": 1, "ip_check_interval_seconds": 1}
 # dag.test() keeps a run's conf in the DAG object's params, so every run states every knob.
 DEFAULT_CONF = {
+    "activation_db_conn_id": "activation_db",
+    "telegence_conn_id": None,
     "batch_size": 200,
     "batches_per_task": 1,
     "on_activation_failure": "stop",
@@ -138,10 +140,17 @@ def make_bulk_change(db_uri: str, tmp_path: Path) -> Callable[..., BulkChange]:
 
 @pytest.fixture
 def run_dag(dag: Any) -> Callable[..., Any]:
-    """Run the DAG for a bulk change with ``dag.test()``; returns the DagRun."""
+    """Run the DAG for a bulk change with ``dag.test()``; returns the DagRun.
 
-    def run(bulk_change_id: int, **conf: Any) -> Any:
-        return dag.test(run_conf={"bulk_change_id": bulk_change_id, **DEFAULT_CONF, **FAST_CHECKS, **conf})
+    Every call is a new DAG run (its own run id), except with ``as_run=<datetime>``: calls with the
+    same ``as_run`` replace one run of that id, which is what clearing a whole run does.
+    """
+
+    def run(bulk_change_id: int, *, as_run: Any = None, **conf: Any) -> Any:
+        run_conf = {"bulk_change_id": bulk_change_id, **DEFAULT_CONF, **FAST_CHECKS, **conf}
+        if as_run is None:
+            return dag.test(run_conf=run_conf)
+        return dag.test(run_conf=run_conf, run_after=as_run, logical_date=as_run)
 
     return run
 
@@ -208,3 +217,59 @@ def task_states(run: Any) -> dict[str, list[str]]:
 
 def sample_csv_rows(n: int, **kw: Any) -> list[dict[str, str]]:
     return list(sample_rows(n, **kw))
+
+
+@dataclass
+class Webhook:
+    """A customer webhook on loopback: what it received, in order."""
+
+    received: list[dict[str, Any]]
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
+    """A real HTTP server on loopback as the customer's webhook (connection ``telegence_notify``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TELEGENCE_NOTIFY",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": f"http://127.0.0.1:{server.server_port}",
+                "extra": {"endpoint": "/hooks/bc"},
+            }
+        ),
+    )
+    try:
+        yield Webhook(received)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def claim(conn: psycopg.Connection, bulk_change_id: int, run_id: str) -> None:
+    """Make ``run_id`` the owner of a bulk change (what the prepare step of that run does first)."""
+    conn.execute("UPDATE activation.bulk_change SET dag_run_id = %s WHERE id = %s", (run_id, bulk_change_id))
+
+
+def as_run(run_id: str, **extra: Any) -> Any:
+    """The task context of a task of DAG run ``run_id`` (for running one step by hand)."""
+    from airflow.sdk import Context
+
+    return Context(run_id=run_id, **extra)  # type: ignore[typeddict-item]

@@ -36,6 +36,14 @@ def calls(carrier: RunningSimulator, endpoint: str) -> dict[str, int]:
     return dict(carrier.admin.counters(iccids=False)["calls"].get(endpoint, {}))
 
 
+WRITE_ENDPOINTS = ("activate", "service_update", "ip_reserve", "ip_provision")
+
+
+def carrier_writes_received(carrier: RunningSimulator) -> int:
+    """Write requests the carrier received (answered, refused or dropped), all endpoints."""
+    return sum(sum(calls(carrier, endpoint).values()) for endpoint in WRITE_ENDPOINTS)
+
+
 def test_happy_path_450_devices_in_batches_of_200_200_50(carrier, make_bulk_change, run_dag, db) -> None:
     bc = make_bulk_change(450, static_ip_every=3)
     run = run_dag(bc.id)
@@ -66,7 +74,10 @@ def test_happy_path_450_devices_in_batches_of_200_200_50(carrier, make_bulk_chan
         "SELECT report FROM activation.bulk_change_report WHERE bulk_change_id = %s", (bc.id,)
     ).fetchone()[0]
     assert report["succeeded"] == 450 and report["failed"] == 0
-    assert report["static_ip"] == {"requested": 150, "assigned": 150}
+    assert report["static_ip"] == {"requested": 150, "assigned": 150, "reserved_not_used": []}
+    # Every carrier write was recorded before it was sent and completed with its answer.
+    assert report["outcome_unknown"] == 0
+    assert report["carrier_writes"] == {"ANSWERED": carrier_writes_received(carrier)}
     assert {s["step"] for s in report["steps"]} >= {
         "ActivateDevice",
         "WaitForActivation",
@@ -138,25 +149,45 @@ def test_batch_failing_with_5xx_beyond_retries(carrier, make_bulk_change, run_da
     carrier.admin.load_scenario(
         scenario(faults=[{"endpoint": "activate", "kind": "error", "status": 503, "iccids": failing}])
     )
-    run = run_dag(bc.id, batch_size=3, on_activation_failure=policy)
+    run = run_dag(bc.id, batch_size=3, on_activation_failure=policy, activation_check_timeout_seconds=3)
     assert run.state == "failed", str(task_states(run))  # the failed batch is visible in the UI
     states = task_states(run)
     assert sorted(states["activate"]) == ["failed", "success"]
     found = devices(db, bc.id)
+    # A 503 may come after the carrier took the request: the outcome is unknown, never "failed".
+    # The activate task's tries and then the activation check resent the batch (the carrier's 409
+    # would have named what it took) until the deadline, which ends them ERROR as outcome unknown.
     for iccid in failing:
-        assert found[iccid]["status"] == "API_FAILED"
-        assert "carrier unavailable" in found[iccid]["status_details"]
-        assert "HTTP 503" in found[iccid]["status_details"]
-    # 3 attempts per try (hook) x 3 tries (task retries=2).
-    assert calls(carrier, "activate").get("503") == 9
+        assert found[iccid]["status"] == "ERROR"
+        assert found[iccid]["status_details"].startswith("outcome unknown: activation")
+    assert calls(carrier, "activate").get("503", 0) >= 9  # 3 attempts per try (hook) x 3 tries, then checks
     first_ip = [i for i in bc.iccids[:3] if i in bc.static_ip_iccids]
     first_plain = [i for i in bc.iccids[:3] if i not in bc.static_ip_iccids]
     assert {found[i]["status"] for i in first_plain} == {"PROCESSED"}
     expected_ip_status = "ERROR" if policy == "stop" else "PROCESSED"
     assert {found[i]["status"] for i in first_ip} == {expected_ip_status}
     assert bulk_status(db, bc.id) == "ERROR"
+    report = db.execute(
+        "SELECT report FROM activation.bulk_change_report WHERE bulk_change_id = %s", (bc.id,)
+    ).fetchone()[0]
+    assert report["outcome_unknown"] == 3
     assert set(activations(carrier, bc.iccids[:3]).values()) == {1}
     assert set(activations(carrier, failing).values()) == {0}
+
+
+def test_a_carrier_that_cannot_be_reached_fails_devices_api_failed(
+    carrier, make_bulk_change, run_dag, db, monkeypatch
+) -> None:
+    bc = make_bulk_change(4, static_ip_every=0)
+    unreachable = json.loads(telegence_conn(carrier))
+    unreachable["host"] = "http://127.0.0.1:9"  # nothing listens: the request is never sent
+    monkeypatch.setenv("AIRFLOW_CONN_TELEGENCE_SP_1", json.dumps(unreachable))
+    run = run_dag(bc.id)
+    assert run.state == "failed"
+    found = devices(db, bc.id)
+    assert {d["status"] for d in found.values()} == {"API_FAILED"}
+    assert all(d["status_details"].startswith("carrier unavailable") for d in found.values())
+    assert bulk_status(db, bc.id) == "ERROR"
 
 
 def test_429_retry_after_is_honoured(carrier, make_bulk_change, run_dag, db, monkeypatch) -> None:
@@ -223,7 +254,9 @@ def test_a_device_that_never_activates_ends_error_at_the_timeout(
     assert run.state == "success"
     found = devices(db, bc.id)
     assert found[stuck]["status"] == "ERROR"
-    assert found[stuck]["status_details"] == "activation not confirmed after 4 checks"
+    assert found[stuck]["status_details"].startswith(
+        "activation not confirmed by the carrier before the deadline ("
+    )
     assert {found[i]["status"] for i in bc.iccids if i != stuck} == {"PROCESSED"}
     assert bulk_status(db, bc.id) == "ERROR"
 
@@ -249,7 +282,8 @@ def test_writes_disabled_fails_every_device_without_calling_the_carrier(
     bc = make_bulk_change(7)
     monkeypatch.setenv("AIRFLOW_CONN_TELEGENCE_SP_1", telegence_conn(carrier, write_enabled=False))
     run = run_dag(bc.id)
-    assert run.state == "success"
+    assert run.state == "failed"  # a configuration failure shows red
+    assert task_states(run)["finalize"] == ["failed"]
     found = devices(db, bc.id)
     assert {d["status"] for d in found.values()} == {"ERROR"}
     assert {d["status_details"] for d in found.values()} == {"Write is disabled for service provider 1"}
@@ -260,7 +294,7 @@ def test_writes_disabled_fails_every_device_without_calling_the_carrier(
 
 def test_missing_credentials_fail_every_device(carrier, make_bulk_change, run_dag, db) -> None:
     bc = make_bulk_change(3, service_provider_id=77)
-    run_dag(bc.id)
+    assert run_dag(bc.id).state == "failed"
     found = devices(db, bc.id)
     assert {d["status"] for d in found.values()} == {"ERROR"}
     assert all(
@@ -309,24 +343,25 @@ def test_bad_conf_fails_at_once_and_touches_nothing(carrier, make_bulk_change, d
 
 
 def test_rerunning_activation_never_activates_twice(carrier, make_bulk_change, run_dag, dag, db) -> None:
-    from airflow.sdk import Context
+    from datetime import UTC, datetime
+
+    from conftest import as_run
 
     from telegence_activation.operators.activation import ActivateBatchOperator
 
     bc = make_bulk_change(12, static_ip_every=4)
-    run_dag(bc.id, batch_size=5)
+    when = datetime.now(UTC)
+    run = run_dag(bc.id, as_run=when, batch_size=5)
     before = audit_count(db, bc.id, "ActivateDevice")
-    # What a cleared activate task does: execute each batch again.
+    # What a cleared activate task of the owning run does: execute each batch again.
     for batch_no in range(3):
         result = ActivateBatchOperator(
             task_id=f"again_{batch_no}", bulk_change_id=bc.id, batch_no=batch_no
-        ).execute(
-            Context(run_id="rerun-by-hand")  # type: ignore[typeddict-item]
-        )
+        ).execute(as_run(run.run_id))
         assert result["sent"] == 0
-    # And a whole second run of the same bulk change.
-    run = run_dag(bc.id, batch_size=5)
-    assert run.state == "success"
+    # And a clear of the whole run (the same run id).
+    again = run_dag(bc.id, as_run=when, batch_size=5)
+    assert again.state == "success" and again.run_id == run.run_id
     assert set(activations(carrier, bc.iccids).values()) == {1}
     assert audit_count(db, bc.id, "ActivateDevice") == before
     assert statuses(db, bc.id) == {"PROCESSED": 12}

@@ -186,8 +186,11 @@ def test_retry_failed_after_the_carrier_failure_is_lifted(stack: LiveStack, tmp_
     stack.simulator.admin.load_scenario(SCENARIO, keep_state=True)  # the carrier is fixed
     done = cli(stack, "retry-failed", str(bc))
     assert done.returncode == 0, done.stderr
-    assert "reset 1 device(s)" in done.stdout
-    time.sleep(2)
+    assert "reset 1 failed device(s)" in done.stdout
+    # The clear put the run back to queued; wait on the devices, not on a clock.
+    deadline = time.monotonic() + 400
+    while statuses(stack, bc) != {"PROCESSED": 6} and time.monotonic() < deadline:
+        time.sleep(1)
     assert wait_for_run(stack, run_id) == "success"
     assert statuses(stack, bc) == {"PROCESSED": 6}
     counted = activations(stack)

@@ -190,8 +190,8 @@ def test_parse_activation_answer_keys_services_by_iccid() -> None:
     ]
     states = parse_activation_answer(body)
     assert states == {
-        ICCID_A: ServiceState(ICCID_A, "REQ-1", "active", "2145550100", None),
-        ICCID_B: ServiceState(ICCID_B, "REQ-1", "rejected", None, "bad IMEI"),
+        ICCID_A: ServiceState(ICCID_A, "REQ-1", "active", "2145550100", None, "BAN-1"),
+        ICCID_B: ServiceState(ICCID_B, "REQ-1", "rejected", None, "bad IMEI", "BAN-1"),
     }
     assert states[ICCID_A].outcome == "active"
     assert states[ICCID_B].outcome == "rejected"
@@ -344,3 +344,39 @@ def test_group_leaders_cover_every_batch_once() -> None:
     assert group_leaders([], 5) == []
     with pytest.raises(ValueError):
         group_leaders([1], 0)
+
+
+def test_an_active_service_without_its_subscriber_number_is_still_pending() -> None:
+    from telegence_activation.domain.activation import ServiceState
+
+    assert ServiceState("8901", "R", "active", None, None).outcome == "pending"
+    assert ServiceState("8901", "R", "active", "2145550100", None).outcome == "active"
+    assert ServiceState("8901", "R", "rejected", None, "bad").outcome == "rejected"
+
+
+def test_a_duplicate_is_adopted_only_under_the_same_billing_account() -> None:
+    from telegence_activation.domain.activation import ServiceState, duplicate_verdict
+
+    def existing(account: str | None) -> ServiceState:
+        return ServiceState("8901", "R", "pending", None, None, billing_account=account)
+
+    assert duplicate_verdict("BAN-1", existing("BAN-1")) == "adopt"
+    assert duplicate_verdict("BAN-1", existing("BAN-2")) == "foreign"
+    assert duplicate_verdict(None, existing("BAN-2")) == "foreign"
+    assert duplicate_verdict("BAN-1", existing(None)) == "unverified"
+    assert duplicate_verdict("BAN-1", None) == "unverified"
+
+
+def test_the_billing_account_is_read_from_answers_and_stored_requests() -> None:
+    from telegence_activation.domain.activation import billing_account_of, parse_activation_answer
+
+    answer = [
+        {
+            "id": "R",
+            "billingAccount": {"id": 287301234567},
+            "service": {"status": "pending", "serviceCharacteristic": [{"name": "sim", "value": "8901"}]},
+        }
+    ]
+    assert parse_activation_answer(answer)["8901"].billing_account == "287301234567"
+    assert billing_account_of({"TelegenceActivationRequest": {"billingAccount": {"id": "B-9"}}}) == "B-9"
+    assert billing_account_of({"TelegenceActivationRequest": {}}) is None

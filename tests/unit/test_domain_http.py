@@ -56,3 +56,13 @@ def test_redact_ignores_empty_secrets() -> None:
 
 def test_redact_without_secrets_keeps_the_text() -> None:
     assert redact("HTTP 503 from carrier", []) == "HTTP 503 from carrier"
+
+
+def test_configuration_failures_are_told_apart_from_others() -> None:
+    from telegence_activation.domain.http import is_configuration_failure
+
+    assert is_configuration_failure("carrier refused the activation: HTTP 403: Forbidden")
+    assert is_configuration_failure("Write is disabled for service provider 3")
+    assert is_configuration_failure("Unable to get Telegence API credentials for service provider 1: ...")
+    assert not is_configuration_failure("carrier refused the activation: HTTP 400: bad item")
+    assert not is_configuration_failure(None)

@@ -256,3 +256,49 @@ def test_reserved_addresses_of_an_empty_pool_is_empty() -> None:
 def test_reserved_addresses_refuses_an_answer_without_records_list(body: Any) -> None:
     with pytest.raises(ValueError, match="reservation answer without 'ipAddressRecords'"):
         reserved_addresses(body)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, {"message": "none"}, ("not_submitted", None)),
+        (200, [], ("not_submitted", None)),
+        (200, [{"subscriberNumber": "2145550199", "batchId": "b"}], ("not_submitted", None)),
+        (
+            200,
+            [
+                {
+                    "subscriberNumber": "2145550100",
+                    "batchId": "b-1",
+                    "profileCheck": "Success",
+                    "ipReservation": "Pending",
+                }
+            ],
+            ("taken", "b-1"),
+        ),
+        (
+            200,
+            [
+                {
+                    "subscriberNumber": "2145550100",
+                    "batchId": "b-2",
+                    "profileCheck": "Success",
+                    "ipReservation": "Reserved",
+                    "profileUpdate": "Complete",
+                }
+            ],
+            ("taken", "b-2"),
+        ),
+        (
+            200,
+            [{"subscriberNumber": "2145550100", "batchId": "b-3", "profileCheck": "Failed"}],
+            ("failed", "b-3"),
+        ),
+        (503, None, ("unknown", None)),
+        (200, [{"subscriberNumber": "2145550100"}], ("unknown", None)),
+    ],
+)
+def test_an_earlier_submission_is_read_from_the_status_by_subscriber(status, body, expected) -> None:
+    from telegence_activation.domain.ip import prior_submission
+
+    assert prior_submission(status, body, "2145550100") == expected

@@ -92,7 +92,7 @@ def test_build_report_header_and_static_ip() -> None:
     assert report["customer_name"] == "Acme"
     assert report["status"] == "ERROR"
     assert report["generated_at"] == "2026-11-29T10:05:00+00:00"
-    assert report["static_ip"] == {"requested": 4, "assigned": 3}
+    assert report["static_ip"] == {"requested": 4, "assigned": 3, "reserved_not_used": []}
 
 
 def test_build_report_step_times_in_seconds_rounded_and_open_steps() -> None:

@@ -18,6 +18,13 @@ STATUS_URL = BASE + DEFAULT_PATHS["activation_status"].format(request_id="REQ-1"
 ACTIVATE_URL = BASE + DEFAULT_PATHS["activate"]
 
 HookFactory = Callable[..., tuple[TelegenceHook, list[float]]]
+ACCEPTED = [
+    {
+        "id": "REQ-1",
+        "billingAccount": {"id": "B"},
+        "service": {"status": "pending", "serviceCharacteristic": [{"name": "sim", "value": "8901"}]},
+    }
+]
 
 
 @pytest.fixture
@@ -65,14 +72,14 @@ def test_post_carries_the_credentials_and_the_json_body(
     make_hook: HookFactory, requests_mock: Mocker
 ) -> None:
     hook, _ = make_hook()
-    requests_mock.post(ACTIVATE_URL, status_code=201, json=[{"id": "REQ-1"}])
+    requests_mock.post(ACTIVATE_URL, status_code=201, json=ACCEPTED)
     response = hook.activate([{"billingAccount": {"id": "B"}}])
     sent = requests_mock.request_history[0]
     assert sent.method == "POST"
     assert sent.json() == [{"billingAccount": {"id": "B"}}]
     assert sent.headers["app-id"] == "app-1" and sent.headers["app-secret"] == SECRET
     assert "Authorization" not in sent.headers
-    assert (response.ok, response.status, response.body) == (True, 201, [{"id": "REQ-1"}])
+    assert (response.ok, response.status, response.body) == (True, 201, ACCEPTED)
 
 
 def test_own_extras_are_not_sent_as_headers_but_unknown_extras_are(
@@ -358,7 +365,7 @@ def test_paths_extra_overrides_only_the_named_paths(make_hook: HookFactory, requ
     assert hook.path("activate") == "/v2/activate"
     assert hook.path("activation_status", request_id="R 1") == "/v2/status/R%201"
     assert hook.path("reserve_ips") == DEFAULT_PATHS["reserve_ips"]
-    requests_mock.post(BASE + "/v2/activate", json=[{"id": "R"}])
+    requests_mock.post(BASE + "/v2/activate", json=ACCEPTED)
     assert hook.activate([]).ok
     assert requests_mock.request_history[0].url == BASE + "/v2/activate"
 
@@ -382,3 +389,98 @@ def test_paths_extra_overrides_only_the_named_paths(make_hook: HookFactory, requ
 def test_write_enabled(make_hook: HookFactory, value: Any, expected: bool) -> None:
     hook, _ = make_hook(write_enabled=value)
     assert hook.write_enabled is expected
+
+
+# ----------------------------------------------------------------------- ambiguous answers, redirects
+
+
+def test_a_malformed_2xx_activation_answer_is_retried_with_backoff_and_ends_outcome_unknown(
+    make_hook: HookFactory, requests_mock: Mocker
+) -> None:
+    hook, sleeps = make_hook(backoff_initial=1, backoff_max=8)
+    requests_mock.post(ACTIVATE_URL, status_code=202, text="<html>oops</html>")
+    response = hook.activate([{"x": 1}])
+    assert requests_mock.call_count == 3
+    assert len(sleeps) == 2 and all(s >= 0 for s in sleeps) and sum(sleeps) > 0
+    assert response.exhausted and response.outcome_unknown
+    assert response.error is not None and response.error.startswith("malformed HTTP 202 answer")
+
+
+def test_a_5xx_makes_the_outcome_unknown_but_a_429_or_a_refused_connection_does_not(
+    make_hook: HookFactory, requests_mock: Mocker
+) -> None:
+    hook, _ = make_hook()
+    requests_mock.post(ACTIVATE_URL, status_code=503, json={"message": "down"})
+    assert hook.activate([{"x": 1}]).outcome_unknown
+    requests_mock.post(ACTIVATE_URL, status_code=429, json={"message": "slow down"})
+    throttled = hook.activate([{"x": 1}])
+    assert throttled.exhausted and not throttled.outcome_unknown
+    requests_mock.post(ACTIVATE_URL, exc=requests.exceptions.ConnectTimeout("no route"))
+    refused = hook.activate([{"x": 1}])
+    assert refused.exhausted and not refused.outcome_unknown
+    requests_mock.post(ACTIVATE_URL, exc=requests.exceptions.ReadTimeout("read timed out"))
+    assert hook.activate([{"x": 1}]).outcome_unknown
+
+
+def test_static_ip_writes_are_never_resent_after_an_ambiguous_answer(
+    make_hook: HookFactory, requests_mock: Mocker
+) -> None:
+    hook, _ = make_hook()
+    reserve = requests_mock.post(
+        BASE + DEFAULT_PATHS["reserve_ips"], exc=requests.exceptions.ReadTimeout("lost")
+    )
+    submit = requests_mock.post(
+        BASE + DEFAULT_PATHS["provisioning"], status_code=502, json={"message": "bad gw"}
+    )
+    assert hook.reserve_ips("PDP", 3).outcome_unknown and reserve.call_count == 1
+    assert hook.submit_provisioning({"subscriber": []}).outcome_unknown and submit.call_count == 1
+    # Never sent (throttled): retried as usual.
+    requests_mock.post(BASE + DEFAULT_PATHS["reserve_ips"], status_code=429, headers={"Retry-After": "0"})
+    assert hook.reserve_ips("PDP", 3).attempts == 3
+
+
+def test_a_redirect_is_never_followed_so_the_secret_stays_with_the_carrier(
+    make_hook: HookFactory, requests_mock: Mocker
+) -> None:
+    hook, _ = make_hook()
+    elsewhere = requests_mock.get("http://elsewhere.test/grab", json=[])
+    requests_mock.get(STATUS_URL, status_code=302, headers={"Location": "http://elsewhere.test/grab"})
+    response = hook.activation_status("REQ-1")
+    assert response.status == 302 and not response.ok
+    assert elsewhere.call_count == 0 and requests_mock.call_count == 1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def sent(self, method: str, path: str, body: Any, attempt: int) -> int:
+        self.events.append(("sent", attempt))
+        return attempt
+
+    def answered(self, token: Any, status: int | None, text: str, error: str | None) -> None:
+        self.events.append(("answered", (token, status, error is not None)))
+
+
+def test_every_attempt_of_a_write_is_recorded_before_it_is_sent_and_completed_after(
+    make_hook: HookFactory, requests_mock: Mocker
+) -> None:
+    hook, _ = make_hook()
+    requests_mock.post(
+        ACTIVATE_URL,
+        [
+            {"exc": requests.exceptions.ReadTimeout("lost")},
+            {"status_code": 503},
+            {"status_code": 202, "json": ACCEPTED},
+        ],
+    )
+    recorder = _Recorder()
+    assert hook.activate([{"x": 1}], recorder=recorder).ok
+    assert recorder.events == [
+        ("sent", 1),
+        ("answered", (1, None, True)),
+        ("sent", 2),
+        ("answered", (2, 503, False)),
+        ("sent", 3),
+        ("answered", (3, 202, False)),
+    ]

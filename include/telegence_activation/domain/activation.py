@@ -83,10 +83,15 @@ class ServiceState:
     status: str
     subscriber_number: str | None
     error: str | None
+    billing_account: str | None = None
 
     @property
     def outcome(self) -> ServiceOutcome:
-        return classify_service_status(self.status)
+        """``active`` only with a subscriber number: an active line without its MDN is still pending."""
+        outcome = classify_service_status(self.status)
+        if outcome == "active" and not self.subscriber_number:
+            return "pending"
+        return outcome
 
 
 def classify_service_status(status: str | None) -> ServiceOutcome:
@@ -123,8 +128,41 @@ def parse_activation_answer(body: Any) -> dict[str, ServiceState]:
             status=str(service.get("status") or element.get("interactionStatus") or "pending"),
             subscriber_number=service.get("subscriberNumber"),
             error=service.get("error"),
+            billing_account=_billing_account(element),
         )
     return states
+
+
+def _billing_account(element: Mapping[str, Any]) -> str | None:
+    account = element.get("billingAccount")
+    if isinstance(account, Mapping) and account.get("id") not in (None, ""):
+        return str(account["id"])
+    return None
+
+
+DuplicateVerdict = Literal["adopt", "foreign", "unverified"]
+
+
+def duplicate_verdict(device_billing_account: str | None, existing: ServiceState | None) -> DuplicateVerdict:
+    """May a 409's ``existingRequestId`` be adopted for a device?
+
+    Only when the existing request's service carries the device's own billing account: ``adopt``.
+    Another account's line is ``foreign`` (never adopted); no readable answer is ``unverified``.
+    """
+    if existing is None or existing.billing_account is None:
+        return "unverified"
+    if device_billing_account is not None and existing.billing_account == str(device_billing_account):
+        return "adopt"
+    return "foreign"
+
+
+def billing_account_of(change_request: Mapping[str, Any]) -> str | None:
+    """The billing account of a stored change request (``TelegenceActivationRequest.billingAccount.id``)."""
+    request = change_request.get("TelegenceActivationRequest")
+    account = request.get("billingAccount") if isinstance(request, Mapping) else None
+    if isinstance(account, Mapping) and account.get("id") not in (None, ""):
+        return str(account["id"])
+    return None
 
 
 def parse_duplicates(body: Any) -> dict[str, str]:

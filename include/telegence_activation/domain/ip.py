@@ -103,3 +103,32 @@ def reserved_addresses(body: Any) -> list[str]:
     return [
         str(r["ipAddress"]) for r in body["ipAddressRecords"] if isinstance(r, Mapping) and r.get("ipAddress")
     ]
+
+
+PriorSubmission = Literal["taken", "failed", "not_submitted", "unknown"]
+
+
+def prior_submission(status: int, body: Any, subscriber_number: str) -> tuple[PriorSubmission, str | None]:
+    """Read a provisioning status answer asked by ``subscriber-number`` before submitting again.
+
+    ``taken`` (with its batch id): a provisioning of the subscriber is done or still running, never
+    submit it again; ``failed``: the carrier finished it as failed, a new submission is safe;
+    ``not_submitted`` (404, or no entry for the subscriber): nothing was taken; ``unknown``: no
+    usable answer, ask again later.
+    """
+    if status == 404:
+        return "not_submitted", None
+    if not 200 <= status < 300 or not isinstance(body, list):
+        return "unknown", None
+    entries = [
+        e for e in body if isinstance(e, Mapping) and str(e.get("subscriberNumber")) == subscriber_number
+    ]
+    if not entries:
+        return "not_submitted", None
+    entry = entries[-1]
+    batch_id = entry.get("batchId")
+    if classify_ip_status(entry) == "failed":
+        return "failed", str(batch_id) if batch_id else None
+    if not batch_id:
+        return "unknown", None
+    return "taken", str(batch_id)

@@ -8,6 +8,13 @@ from datetime import datetime
 from typing import Any
 
 TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED"})
+# Every reason for a device the carrier may have taken (an answer lost, never reconciled) starts so;
+# such a device is reported as "outcome unknown", never as failed.
+OUTCOME_UNKNOWN = "outcome unknown"
+
+
+def is_outcome_unknown(reason: str | None) -> bool:
+    return bool(reason) and str(reason).startswith(OUTCOME_UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -37,9 +44,14 @@ def build_report(
     static_ip_requested: int,
     step_times: Iterable[StepTime],
     generated_at: datetime,
+    carrier_writes: dict[str, int] | None = None,
+    reserved_unused: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the report: counts by status and step, failures grouped by reason, IPs, step times."""
+    """Assemble the report: counts by status and step, failures grouped by reason (an unknown
+    outcome apart from failures), IPs, carrier writes by outcome, step times."""
     rows = list(by_status_step)
+    failures = list(failures)
+    unknown = sum(n for _s, reason, n in failures if is_outcome_unknown(reason))
     status_step = [{"status": s, "step": st, "devices": n} for s, st, n in rows]
     by_status: dict[str, int] = {}
     for status, _step, count in rows:
@@ -64,10 +76,26 @@ def build_report(
         "generated_at": generated_at.isoformat(),
         "devices": total,
         "succeeded": by_status.get("PROCESSED", 0),
-        "failed": total - by_status.get("PROCESSED", 0),
+        "failed": total - by_status.get("PROCESSED", 0) - unknown,
+        "outcome_unknown": unknown,
         "by_status": dict(sorted(by_status.items())),
         "by_status_and_step": status_step,
         "failures_by_reason": [{"status": s, "reason": r, "devices": n} for s, r, n in failures],
-        "static_ip": {"requested": static_ip_requested, "assigned": ips_assigned},
+        "static_ip": {
+            "requested": static_ip_requested,
+            "assigned": ips_assigned,
+            "reserved_not_used": reserved_unused or [],
+        },
+        # SENT: the answer was never recorded; NO_ANSWER: timeout or dropped connection.
+        "carrier_writes": dict(sorted((carrier_writes or {}).items())),
         "steps": steps,
     }
+
+
+def outcome_key(report: dict[str, Any]) -> str:
+    """What the customer is told, as a key: one notification per distinct key."""
+    return (
+        f"{report['status']}:devices={report['devices']}:succeeded={report['succeeded']}"
+        f":failed={report['failed']}:unknown={report.get('outcome_unknown', 0)}"
+        f":ips={report['static_ip']['assigned']}"
+    )

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -28,12 +28,18 @@ from requests.auth import AuthBase
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from telegence_activation.domain.http import is_retryable_status, redact, retry_after_seconds
+from telegence_activation.domain.activation import parse_activation_answer
+from telegence_activation.domain.http import (
+    is_ambiguous_status,
+    is_retryable_status,
+    redact,
+    retry_after_seconds,
+)
 
 DEFAULT_PATHS: dict[str, str] = {
     "activate": "/sp/mobility/serviceactivation/api/v1/service",
@@ -62,16 +68,45 @@ class TelegenceAppAuth(AuthBase):
         return request
 
 
+class WriteRecorder(Protocol):
+    """Write-ahead record of carrier writes: called before each HTTP attempt and with its answer.
+
+    ``sent`` must commit before it returns (the request goes out only afterwards); if it raises, the
+    request is not sent. ``answered`` completes the record; a record never completed is an attempt
+    whose answer was lost.
+    """
+
+    def sent(self, method: str, path: str, body: Any, attempt: int) -> Any: ...
+
+    def answered(self, token: Any, status: int | None, text: str, error: str | None) -> None: ...
+
+
 class _Retryable(Exception):
-    """A transient answer (5xx/429) or a transport error; carries what to report if retries run out."""
+    """A transient answer (5xx/429/malformed) or a transport error; carries what to report if retries run out."""
 
     def __init__(
-        self, reason: str, wait: float | None = None, response: TelegenceResponse | None = None
+        self,
+        reason: str,
+        wait: float | None = None,
+        response: TelegenceResponse | None = None,
+        *,
+        ambiguous: bool,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
         self.response = response
+        self.ambiguous = ambiguous
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the carrier (no connection was made)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", exc.args[0])
+        return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return False
 
 
 @dataclass
@@ -87,6 +122,7 @@ class TelegenceResponse:
     transient_failures: list[str] = field(default_factory=list)
     error: str | None = None
     retry_after_honoured: float = 0.0
+    ambiguous: bool = False
 
     @property
     def ok(self) -> bool:
@@ -96,6 +132,11 @@ class TelegenceResponse:
     def exhausted(self) -> bool:
         """True when the call still failed transiently after the last attempt."""
         return self.error is not None
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """A write that failed transiently after an attempt the carrier may have applied."""
+        return self.exhausted and self.ambiguous
 
     def describe(self) -> str:
         if self.error:
@@ -171,9 +212,25 @@ class TelegenceHook(HttpHook):
     # ------------------------------------------------------------------------------------ transport
 
     def call(
-        self, method: str, path: str, *, json_body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        resend_ambiguous: bool = True,
+        validate: Callable[[Any], object] | None = None,
+        recorder: WriteRecorder | None = None,
     ) -> TelegenceResponse:
-        """Send one request under the retry policy; never raises for HTTP or transport failures."""
+        """Send one request under the retry policy; never raises for HTTP or transport failures.
+
+        :param resend_ambiguous: retry after an answer the carrier may have applied (timeout, dropped
+            connection, 5xx, malformed 2xx). False for writes the contract gives no duplicate answer
+            for: such a call stops at the first ambiguous attempt and comes back ``outcome_unknown``.
+        :param validate: checks a 2xx body (raises ValueError when it is not what the contract
+            promises); a malformed 2xx is retried like a 5xx.
+        :param recorder: write-ahead record of every attempt (see ``WriteRecorder``).
+        """
         extras = self._extras
         max_attempts = int(extras.get("max_attempts", 5))
         timeout = float(extras.get("timeout", 30))
@@ -183,12 +240,17 @@ class TelegenceHook(HttpHook):
         )
         failures: list[str] = []
         honoured = 0.0
+        ambiguous = False
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retryable) and exc.wait is not None:
                 return min(exc.wait, retry_after_max)
             return float(backoff(state))
+
+        def should_retry(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            return isinstance(exc, _Retryable) and (resend_ambiguous or not exc.ambiguous)
 
         def before_sleep(state: RetryCallState) -> None:
             nonlocal honoured
@@ -204,36 +266,60 @@ class TelegenceHook(HttpHook):
                 max_attempts,
             )
 
+        def failed(reason: str, **kwargs: Any) -> _Retryable:
+            nonlocal ambiguous
+            failures.append(reason)
+            error = _Retryable(reason, **kwargs)
+            ambiguous = ambiguous or error.ambiguous
+            return error
+
         def attempt() -> TelegenceResponse:
             session = self._get_session()
             request = requests.Request(method, self.url_from_endpoint(path), json=json_body, headers=headers)
+            token = recorder.sent(method, path, json_body, len(failures) + 1) if recorder else None
             try:
                 raw = self.run_and_check(
-                    session, session.prepare_request(request), {"timeout": timeout, "check_response": False}
+                    session,
+                    session.prepare_request(request),
+                    # Never follow a redirect: requests would carry the app-secret header along.
+                    {"timeout": timeout, "check_response": False, "allow_redirects": False},
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 reason = f"{type(exc).__name__}: {redact(str(exc), self.secrets)}"
-                failures.append(reason)
-                raise _Retryable(reason) from exc
+                if recorder:
+                    recorder.answered(token, None, "", reason)
+                raise failed(reason, ambiguous=not _never_sent(exc)) from exc
             text = redact(raw.text, self.secrets)
+            if recorder:
+                recorder.answered(token, raw.status_code, text, None)
             try:  # parse the redacted text, so a secret echoed by the carrier is gone from the body too
                 body = json.loads(text) if text else None
             except ValueError:
                 body = None
             result = TelegenceResponse(method, path, raw.status_code, body, text)
             if is_retryable_status(raw.status_code):
-                reason = f"HTTP {raw.status_code}"
-                failures.append(reason)
                 wait_for = (
                     retry_after_seconds(raw.headers.get("Retry-After")) if raw.status_code == 429 else None
                 )
-                raise _Retryable(reason, wait_for, result)
+                raise failed(
+                    f"HTTP {raw.status_code}",
+                    wait=wait_for,
+                    response=result,
+                    ambiguous=is_ambiguous_status(raw.status_code),
+                )
+            if validate is not None and result.ok:
+                try:
+                    validate(body)
+                except ValueError as exc:
+                    raise failed(
+                        f"malformed HTTP {raw.status_code} answer: {exc}", response=result, ambiguous=True
+                    ) from exc
             return result
 
         retrying = Retrying(
             stop=stop_after_attempt(max_attempts),
             wait=wait,
-            retry=retry_if_exception_type(_Retryable),
+            retry=should_retry,
             sleep=self._sleep,
             reraise=True,
             before_sleep=before_sleep,
@@ -247,13 +333,26 @@ class TelegenceHook(HttpHook):
         result.attempts = len(failures) + (0 if result.exhausted else 1)
         result.transient_failures = failures
         result.retry_after_honoured = honoured
+        result.ambiguous = ambiguous
         return result
 
     # ------------------------------------------------------------------------------------- contract
 
-    def activate(self, items: list[dict[str, Any]]) -> TelegenceResponse:
-        """POST up to 200 service items for activation."""
-        return self.call("POST", self.path("activate"), json_body=items)
+    def activate(
+        self, items: list[dict[str, Any]], *, recorder: WriteRecorder | None = None
+    ) -> TelegenceResponse:
+        """POST up to 200 service items for activation.
+
+        Resent after an ambiguous answer: the carrier refuses a SIM it already has with a 409 that
+        names the existing request, so a resend never activates twice.
+        """
+        return self.call(
+            "POST",
+            self.path("activate"),
+            json_body=items,
+            validate=parse_activation_answer,
+            recorder=recorder,
+        )
 
     def activation_status(self, request_id: str) -> TelegenceResponse:
         return self.call("GET", self.path("activation_status", request_id=request_id))
@@ -261,16 +360,42 @@ class TelegenceHook(HttpHook):
     def service_details(self, subscriber_number: str) -> TelegenceResponse:
         return self.call("GET", self.path("service", subscriber_number=subscriber_number))
 
-    def update_service(self, subscriber_number: str, body: dict[str, Any]) -> TelegenceResponse:
-        return self.call("PATCH", self.path("service", subscriber_number=subscriber_number), json_body=body)
-
-    def reserve_ips(self, pdp_name: str, quantity: int) -> TelegenceResponse:
+    def update_service(
+        self, subscriber_number: str, body: dict[str, Any], *, recorder: WriteRecorder | None = None
+    ) -> TelegenceResponse:
+        """PATCH a line (removing an offering code twice removes nothing: safe to resend)."""
         return self.call(
-            "POST", self.path("reserve_ips"), json_body={"pdpName": pdp_name, "ipQuantity": quantity}
+            "PATCH",
+            self.path("service", subscriber_number=subscriber_number),
+            json_body=body,
+            recorder=recorder,
         )
 
-    def submit_provisioning(self, body: dict[str, Any]) -> TelegenceResponse:
-        return self.call("POST", self.path("provisioning"), json_body=body)
+    def reserve_ips(
+        self, pdp_name: str, quantity: int, *, recorder: WriteRecorder | None = None
+    ) -> TelegenceResponse:
+        """Reserve addresses; never resent after an ambiguous answer (no query finds a lost reservation)."""
+        return self.call(
+            "POST",
+            self.path("reserve_ips"),
+            json_body={"pdpName": pdp_name, "ipQuantity": quantity},
+            resend_ambiguous=False,
+            recorder=recorder,
+        )
+
+    def submit_provisioning(
+        self, body: dict[str, Any], *, recorder: WriteRecorder | None = None
+    ) -> TelegenceResponse:
+        """Submit a provisioning batch; never resent after an ambiguous answer (reconcile by subscriber)."""
+        return self.call(
+            "POST", self.path("provisioning"), json_body=body, resend_ambiguous=False, recorder=recorder
+        )
 
     def provisioning_status(self, batch_id: str) -> TelegenceResponse:
         return self.call("GET", self.path("provisioning_status"), headers={"batch-id": batch_id})
+
+    def provisioning_status_of(self, subscriber_number: str) -> TelegenceResponse:
+        """Provisioning status by subscriber number (404: nothing was ever submitted for it)."""
+        return self.call(
+            "GET", self.path("provisioning_status"), headers={"subscriber-number": subscriber_number}
+        )

@@ -8,14 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.domain.activation import (
     MalformedResponse,
+    ServiceState,
     activation_item,
+    billing_account_of,
     carrier_message,
+    duplicate_verdict,
     group_leaders,
     parse_activation_answer,
     parse_duplicates,
@@ -23,20 +25,23 @@ from telegence_activation.domain.activation import (
     remove_offering_code_patch,
     remove_offering_codes,
 )
+from telegence_activation.domain.report import OUTCOME_UNKNOWN
+from telegence_activation.exceptions import BulkChangeNotFound, BulkChangeNotOwned, CarrierUnavailable
 from telegence_activation.hooks.telegence import TelegenceHook, TelegenceResponse
-from telegence_activation.operators.base import BulkChangeTaskMixin, CredentialsProblem, telegence_hook_for
+from telegence_activation.operators.base import (
+    BulkChangeTaskMixin,
+    CarrierWriteLog,
+    CredentialsProblem,
+    not_owned_message,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-AUDIT_TEXT_LIMIT = 8000
 DESC_ACTIVATE = "Telegence New Service Activation: Telegence API"
-
-
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= AUDIT_TEXT_LIMIT:
-        return text
-    return text[:AUDIT_TEXT_LIMIT] + f"... [{len(text) - AUDIT_TEXT_LIMIT} more characters]"
+OUTCOME_UNKNOWN_ACTIVATION = (
+    f"{OUTCOME_UNKNOWN}: activation (the carrier may have taken it; reconciled before any resend)"
+)
 
 
 class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
@@ -53,7 +58,9 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
     :param addition_bulk_change_id: overrides the stored related bulk change (templated).
     :param carrier_data_group: overrides the stored carrier data group (templated).
     :param carrier_rate_pool: overrides the stored carrier rate pool (templated).
-    :param activation_db_conn_id: the activation database connection.
+    :param activation_db_conn_id: the activation database connection (templated).
+    :param telegence_conn_id: the carrier connection override (templated); by default
+        ``telegence_sp_<service provider>``, else ``telegence_default``.
     """
 
     template_fields: Sequence[str] = (
@@ -63,6 +70,8 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         "addition_bulk_change_id",
         "carrier_data_group",
         "carrier_rate_pool",
+        "activation_db_conn_id",
+        "telegence_conn_id",
     )
 
     def __init__(
@@ -75,6 +84,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         carrier_data_group: Any = None,
         carrier_rate_pool: Any = None,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        telegence_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,14 +95,18 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         self.carrier_data_group = carrier_data_group
         self.carrier_rate_pool = carrier_rate_pool
         self.activation_db_conn_id = activation_db_conn_id
+        self.telegence_conn_id = telegence_conn_id
 
     def execute(self, context: Context) -> list[int]:
-        bc_id = self.bulk_change
+        bc_id, run_id = self.bulk_change, context["run_id"]
         with self.transaction() as conn:
-            bulk_change = repo.get_bulk_change(conn, bc_id)
+            # One run owns a bulk change: claimed atomically, or this run fails changing nothing.
+            bulk_change = repo.claim_bulk_change(conn, bc_id, run_id)
             if bulk_change is None:
-                raise AirflowFailException(f"bulk change {bc_id} does not exist")
-            repo.record_dag_run(conn, bc_id, context["run_id"])
+                existing = repo.get_bulk_change(conn, bc_id)
+                if existing is None:
+                    raise BulkChangeNotFound(f"bulk change {bc_id} does not exist")
+                raise BulkChangeNotOwned(not_owned_message(existing, run_id))
             overrides = {
                 "addition_bulk_change_id": self.addition_bulk_change_id,
                 "carrier_data_group": self.carrier_data_group,
@@ -100,10 +114,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             }
             for column, value in overrides.items():
                 if value not in (None, ""):
-                    conn.execute(
-                        f"UPDATE activation.bulk_change SET {column} = %s WHERE id = %s",  # column from a fixed list
-                        (value, bc_id),
-                    )
+                    repo.set_bulk_change_field(conn, bc_id, column, value)
             # API_FAILED devices are terminal but retryable: a rerun sends them again.
             unfinished = repo.unfinished_devices(conn, bc_id) + repo.retryable_devices(conn, bc_id)
         if not unfinished:
@@ -111,7 +122,7 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             return []
 
         try:
-            telegence_hook_for(int(bulk_change["service_provider_id"]))
+            self.carrier_hook(bulk_change)
         except CredentialsProblem as problem:
             reason = str(problem)
             self.log.error("%s: failing %d device(s) of bulk change %s", reason, len(unfinished), bc_id)
@@ -150,18 +161,27 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
     Each mapped instance sends the batch ``batch_no`` — or, with ``batches_per_task`` k > 1, the
     batches ``batch_no`` .. ``batch_no + k - 1``, one after the other, each in its own transaction
     (fewer task instances for big bulk changes; see bench/results.md). Idempotent: only devices without
-    an activation request id are sent, under row locks held until their results are committed; an
-    answer lost after the carrier accepted is recovered from the carrier's duplicate-activation
-    (409) answer instead of activating twice. Devices that could not be sent because the carrier
-    stayed unavailable end API_FAILED and the task fails, so its retry (or a clear) sends exactly
-    those again.
+    an activation request id are sent, under row locks held until their results are committed. Every
+    POST is recorded before it is sent (``carrier_write``). A POST whose answer was lost leaves its
+    devices UNKNOWN; resending them is the reconciliation the contract gives (a SIM the carrier has
+    is refused with 409 naming the existing request, adopted only under the device's own billing
+    account), so nothing is activated twice. Devices the carrier could not take (unavailable) end
+    API_FAILED; with UNKNOWN ones the task fails, so its retry (or a clear) sends exactly those again.
 
     :param bulk_change_id: the bulk change (templated).
     :param batch_no: the (first) batch to send (mapped).
     :param batches_per_task: how many consecutive batches this instance sends (templated).
+    :param activation_db_conn_id: the activation database connection (templated).
+    :param telegence_conn_id: the carrier connection; default ``telegence_sp_<service provider>``,
+        else ``telegence_default`` (templated).
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id", "batches_per_task")
+    template_fields: Sequence[str] = (
+        "bulk_change_id",
+        "batches_per_task",
+        "activation_db_conn_id",
+        "telegence_conn_id",
+    )
 
     def __init__(
         self,
@@ -170,6 +190,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         batch_no: int,
         batches_per_task: Any = 1,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        telegence_conn_id: str | None = None,
         max_rounds: int = 5,
         **kwargs: Any,
     ) -> None:
@@ -178,13 +199,12 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         self.batch_no = batch_no
         self.batches_per_task = batches_per_task
         self.activation_db_conn_id = activation_db_conn_id
+        self.telegence_conn_id = telegence_conn_id
         self.max_rounds = max_rounds
 
     def execute(self, context: Context) -> dict[str, int]:
         bc_id, first, count = self.bulk_change, int(self.batch_no), max(1, int(self.batches_per_task))
         with self.transaction() as conn:
-            bulk_change = repo.get_bulk_change(conn, bc_id)
-            assert bulk_change is not None
             # Batch numbers only grow (a rerun plans new ones after the highest), so the highest + 1 is
             # the total for the label; the group covers first .. first + count - 1 whatever the gaps.
             total = repo.next_batch_no(conn, bc_id)
@@ -195,69 +215,77 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             iccids = f" (ICCID {low[0]}-{high[1]})" if low and high else ""
             # Always set: the map_index_template renders it, and an undefined name fails the task.
             context["batch_label"] = f"{which}/{total}{iccids}"  # type: ignore[typeddict-unknown-key]
-        try:
-            hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
-        except CredentialsProblem as problem:
-            raise AirflowFailException(str(problem)) from problem
-        summary = {
-            "batch": first,
-            "batches": last - first + 1,
-            "sent": 0,
-            "pending": 0,
-            "error": 0,
-            "api_failed": 0,
-        }
+            bulk_change = self.owned_bulk_change(conn, context)
+        hook = self.carrier_hook(bulk_change)
+        sender = ActivationSender(self, hook, self.write_log(context), max_rounds=self.max_rounds)
+        summary = {"batch": first, "batches": last - first + 1, "sent": 0, "pending": 0, "error": 0}
         # One batch after the other: an instance holds one slot of the carrier pool, so it makes one
         # carrier call at a time and the pool keeps bounding the calls in flight.
-        for batch_no in range(first, last + 1):
-            for key, value in self._send_batch(hook, bc_id, batch_no, total, context["run_id"]).items():
-                summary[key] = summary.get(key, 0) + value
+        try:
+            for batch_no in range(first, last + 1):
+                for key, value in sender.send_batch(bc_id, batch_no, total, context["run_id"]).items():
+                    summary[key] = summary.get(key, 0) + value
+        finally:
+            sender.close()
         self.log.info("%s of bulk change %s: %s", context["batch_label"], bc_id, summary)  # type: ignore[typeddict-item]
-        if summary["api_failed"]:
-            raise AirflowException(
-                f"{summary['api_failed']} device(s) of batches {first + 1}-{last + 1} could not be sent: the "
-                "carrier stayed unavailable (see the audit log); a retry or a clear sends exactly these again"
+        unsent = summary.get("api_failed", 0) + summary.get("unknown", 0)
+        if unsent:
+            raise CarrierUnavailable(
+                f"{unsent} device(s) of batches {first + 1}-{last + 1} are not settled: the carrier stayed "
+                f"unavailable ({summary.get('api_failed', 0)} not taken, {summary.get('unknown', 0)} with the "
+                "answer lost); a retry or a clear sends exactly these again, reconciled through the carrier's "
+                "409 answer, and the activation check reconciles any left"
             )
         return summary
 
-    def _send_batch(
-        self, hook: TelegenceHook, bc_id: int, batch_no: int, total: int, run_id: str
-    ) -> dict[str, int]:
-        """Send one batch in one transaction; the counts of its outcomes."""
-        with self.transaction() as conn:
+
+class ActivationSender:
+    """Sends activation batches and settles the carrier's answers; shared by the activate task and
+    the activation check (which reconciles devices whose outcome is unknown)."""
+
+    def __init__(
+        self, task: BulkChangeTaskMixin, hook: TelegenceHook, writes: CarrierWriteLog, *, max_rounds: int = 5
+    ) -> None:
+        self.task = task
+        self.hook = hook
+        self.writes = writes
+        self.max_rounds = max_rounds
+
+    def close(self) -> None:
+        self.writes.close()
+
+    def send_batch(self, bc_id: int, batch_no: int, total: int, run_id: str) -> dict[str, int]:
+        """Send one batch in one transaction (its devices locked); the counts of its outcomes."""
+        log = self.task.log  # type: ignore[attr-defined]
+        with self.task.transaction() as conn:
             devices = repo.lock_batch(conn, bc_id, batch_no)
             if not devices:
-                self.log.info("Batch %d of bulk change %s has nothing (left) to send", batch_no + 1, bc_id)
+                log.info("Batch %d of bulk change %s has nothing (left) to send", batch_no + 1, bc_id)
                 return {}
             bulk_change = repo.get_bulk_change(conn, bc_id)
-            if (
-                bulk_change is not None and bulk_change["status"] != "PROCESSING"
-            ):  # a retry after the run had finished
+            if bulk_change is not None and bulk_change["status"] != "PROCESSING":  # a retry after the end
                 repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {run_id}")
-            updates, audit = self._activate(hook, bc_id, batch_no, total, devices)
+            updates, audit = self._activate(bc_id, f"batch {batch_no + 1}/{total}", devices)
             repo.update_devices(conn, updates)
             repo.write_audit(conn, audit)
             repo.finish_step(conn, bc_id, repo.STEP_ACTIVATE)  # the last batch to finish sets the end
         counts = {"sent": len(devices)}
         for update in updates:
             counts[update.status.lower()] = counts.get(update.status.lower(), 0) + 1
-        self.log.info("Batch %d/%d of bulk change %s: %s", batch_no + 1, total, bc_id, counts)
+        log.info("Batch %d/%d of bulk change %s: %s", batch_no + 1, total, bc_id, counts)
         return counts
 
     def _activate(
-        self,
-        hook: TelegenceHook,
-        bc_id: int,
-        batch_no: int,
-        total: int,
-        devices: list[dict[str, Any]],
+        self, bc_id: int, label: str, devices: list[dict[str, Any]]
     ) -> tuple[list[repo.DeviceUpdate], list[repo.AuditRow]]:
+        hook = self.hook
         ids = {d["iccid"]: int(d["id"]) for d in devices}
+        accounts = {d["iccid"]: billing_account_of(d["change_request"]) for d in devices}
         items: dict[str, dict[str, Any]] = {}
         updates: list[repo.DeviceUpdate] = []
         audit: list[repo.AuditRow] = []
         path = hook.path("activate")
-        label = f"batch {batch_no + 1}/{total}"
+        write_id: int | None = None
 
         def done(
             iccid: str, status: str, details: str, response_text: str | None, request_id: str | None = None
@@ -272,8 +300,9 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                     bc_id,
                     step=repo.STEP_ACTIVATE,
                     description=DESC_ACTIVATE,
-                    request_text=_clip(f"POST {path} ({label})\n{json.dumps(item) if item else ''}"),
-                    response_text=_clip(response_text),
+                    request_text=f"POST {path} ({label})\n{json.dumps(item) if item else ''}",
+                    response_text=response_text,
+                    carrier_write_id=write_id,
                 )
             )
 
@@ -288,10 +317,16 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         last: TelegenceResponse | None = None
         while remaining and rounds < self.max_rounds:
             rounds += 1
-            last = hook.activate(list(remaining.values()))
+            recorder = self.writes.for_devices(repo.STEP_ACTIVATE, [ids[i] for i in remaining])
+            last = hook.activate(list(remaining.values()), recorder=recorder)
+            write_id = recorder.last_id
             if last.exhausted:
+                if last.outcome_unknown:
+                    status, reason = "UNKNOWN", f"{OUTCOME_UNKNOWN_ACTIVATION}: {last.describe()}"
+                else:
+                    status, reason = "API_FAILED", f"carrier unavailable: {last.describe()}"
                 for iccid in list(remaining):
-                    done(iccid, "API_FAILED", f"carrier unavailable: {last.describe()}", last.text)
+                    done(iccid, status, reason, last.text)
                     del remaining[iccid]
                 break
             if last.status == 409:
@@ -299,7 +334,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                     duplicates = parse_duplicates(last.body)
                 except MalformedResponse as exc:
                     duplicates = {}
-                    self.log.warning("Unreadable 409 answer: %s", exc)
+                    self.task.log.warning("Unreadable 409 answer: %s", exc)  # type: ignore[attr-defined]
                 known = [iccid for iccid in remaining if iccid in duplicates]
                 if not known:
                     message = carrier_message(last.body, last.text)
@@ -309,27 +344,47 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                         )
                         del remaining[iccid]
                     break
+                existing = self._existing_requests({duplicates[i] for i in known})
                 for iccid in known:
                     request_id = duplicates[iccid]
-                    done(
-                        iccid,
-                        "PENDING",
-                        f"activation already requested (request id {request_id}); recovered from the "
-                        "carrier's duplicate-activation answer",
-                        json.dumps({"sim": iccid, "existingRequestId": request_id}),
-                        request_id,
+                    state = existing.get(request_id, {}).get(iccid)
+                    verdict = duplicate_verdict(accounts[iccid], state)
+                    answer = json.dumps(
+                        {
+                            "sim": iccid,
+                            "existingRequestId": request_id,
+                            "billingAccount": state.billing_account if state else None,
+                        }
                     )
+                    if verdict == "adopt":
+                        done(
+                            iccid,
+                            "PENDING",
+                            f"activation already requested (request id {request_id}); recovered from the "
+                            "carrier's duplicate-activation answer",
+                            answer,
+                            request_id,
+                        )
+                    elif verdict == "foreign":
+                        done(
+                            iccid,
+                            "ERROR",
+                            f"SIM {iccid} is already pending or active under another billing account "
+                            f"({state.billing_account if state else '?'}, request {request_id}); not adopted",
+                            answer,
+                        )
+                    else:
+                        done(
+                            iccid,
+                            "UNKNOWN",
+                            f"{OUTCOME_UNKNOWN_ACTIVATION}: the carrier has SIM {iccid} under request {request_id}, whose "
+                            "billing account could not be read yet",
+                            answer,
+                        )
                     del remaining[iccid]
                 continue  # send the rest of the batch, which the carrier refused only because of these
             if last.ok:
-                try:
-                    states = parse_activation_answer(last.body)
-                except MalformedResponse as exc:
-                    # The carrier may have accepted: the next round is answered 409 for those devices.
-                    self.log.warning(
-                        "Malformed 2xx activation answer (%s); sending again to learn the outcome", exc
-                    )
-                    continue
+                states = parse_activation_answer(last.body)  # validated by the hook
                 shared_id = next(iter(states.values())).request_id  # one request id for the whole call
                 for iccid in list(remaining):
                     state = states.get(iccid)
@@ -363,6 +418,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                 del remaining[iccid]
             break
         for iccid in remaining:
+            # Every round was answered with a 409 that took nothing: these were never activated.
             done(
                 iccid,
                 "API_FAILED",
@@ -371,26 +427,44 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
             )
         return updates, audit
 
+    def _existing_requests(self, request_ids: set[str]) -> dict[str, dict[str, ServiceState]]:
+        """What the carrier says about the requests a 409 names (``{}`` for one it would not tell)."""
+        found: dict[str, dict[str, ServiceState]] = {}
+        for request_id in sorted(request_ids):
+            response = self.hook.activation_status(request_id)
+            if not response.ok:
+                continue
+            try:
+                found[request_id] = parse_activation_answer(response.body)
+            except MalformedResponse:
+                continue
+        return found
+
 
 class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active.
 
     Lines are patched ``max_parallel_calls`` at a time; results are committed every
     ``commit_every`` devices, so a crash loses at most that many records (their PATCHes are sent
-    again by the retry, which only removes a code that is already gone).
+    again by the retry, which only removes a code that is already gone; every PATCH is recorded
+    before it is sent). A line the carrier stayed unavailable for ends API_FAILED and the task
+    fails, so its retry patches exactly those again.
 
     :param bulk_change_id: the bulk change (templated).
     :param max_parallel_calls: concurrent PATCH calls of this task.
     :param commit_every: devices per database transaction.
+    :param activation_db_conn_id: the activation database connection (templated).
+    :param telegence_conn_id: the carrier connection override (templated).
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id",)
+    template_fields: Sequence[str] = ("bulk_change_id", "activation_db_conn_id", "telegence_conn_id")
 
     def __init__(
         self,
         *,
         bulk_change_id: Any,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        telegence_conn_id: str | None = None,
         max_parallel_calls: int = 4,
         commit_every: int = 50,
         **kwargs: Any,
@@ -398,47 +472,69 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.activation_db_conn_id = activation_db_conn_id
+        self.telegence_conn_id = telegence_conn_id
         self.max_parallel_calls = max_parallel_calls
         self.commit_every = commit_every
 
     def execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
         with self.transaction() as conn:
-            bulk_change = repo.get_bulk_change(conn, bc_id)
-            assert bulk_change is not None
+            bulk_change = self.owned_bulk_change(conn, context)
             devices = [
                 d
-                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES, only_with_removals=True)
+                for status in ("PENDING", "API_FAILED")
+                for d in repo.devices_at_step(
+                    conn, bc_id, repo.STEP_REMOVE_CODES, status, only_with_removals=True
+                )
                 if d["offering_codes_removed_at"] is None and remove_offering_codes(d["change_request"])
             ]
             repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)
-        patched = failed = 0
+        counts = {"patched": 0, "failed": 0, "api_failed": 0}
         if devices:
-            hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
-            with ThreadPoolExecutor(max_workers=self.max_parallel_calls) as pool:
-                for start in range(0, len(devices), self.commit_every):
-                    chunk = devices[start : start + self.commit_every]
-                    results = list(pool.map(lambda d: self._patch(hook, bc_id, d), chunk))
-                    with self.transaction() as conn:
-                        repo.update_devices(conn, [update for update, _ in results])
-                        repo.write_audit(conn, [row for _, rows in results for row in rows])
-                    failed += sum(1 for update, _ in results if update.status == "ERROR")
-                    patched += sum(1 for update, _ in results if update.status != "ERROR")
+            hook = self.carrier_hook(bulk_change)
+            writes = self.write_log(context)
+            try:
+                with ThreadPoolExecutor(max_workers=self.max_parallel_calls) as pool:
+                    for start in range(0, len(devices), self.commit_every):
+                        chunk = devices[start : start + self.commit_every]
+                        results = list(pool.map(lambda d: self._patch(hook, writes, bc_id, d), chunk))
+                        with self.transaction() as conn:
+                            repo.update_devices(conn, [update for update, _ in results])
+                            repo.write_audit(conn, [row for _, rows in results for row in rows])
+                        for update, _ in results:
+                            key = {"ERROR": "failed", "API_FAILED": "api_failed"}.get(
+                                update.status, "patched"
+                            )
+                            counts[key] += 1
+            finally:
+                writes.close()
         with self.transaction() as conn:
             repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
-        return {"patched": patched, "failed": failed}
+        if counts["api_failed"]:
+            raise CarrierUnavailable(
+                f"{counts['api_failed']} line(s) of bulk change {bc_id} kept their offering codes: the carrier "
+                "stayed unavailable; a retry or a clear patches exactly these again"
+            )
+        return {"patched": counts["patched"], "failed": counts["failed"]}
 
     @staticmethod
     def _patch(
-        hook: TelegenceHook, bc_id: int, device: dict[str, Any]
+        hook: TelegenceHook, writes: CarrierWriteLog, bc_id: int, device: dict[str, Any]
     ) -> tuple[repo.DeviceUpdate, list[repo.AuditRow]]:
         """PATCH every code of one line (stops at the first failure); the device's update and audit rows."""
         audit: list[repo.AuditRow] = []
         problem = None
+        status = "PENDING"
         for code in remove_offering_codes(device["change_request"]):
             body = remove_offering_code_patch(code)
-            response = hook.update_service(device["subscriber_number"], body)
-            if not response.ok:
+            recorder = writes.for_devices(repo.STEP_REMOVE_CODES, [int(device["id"])])
+            response = hook.update_service(device["subscriber_number"], body, recorder=recorder)
+            if response.exhausted:
+                # Removing a code twice removes nothing: retried later, not failed.
+                status = "API_FAILED"
+                problem = f"offering code {code} not removed yet: carrier unavailable: {response.describe()}"
+            elif not response.ok:
+                status = "ERROR"
                 problem = f"offering code {code} not removed: {response.describe()}: {response.text[:300]}"
             audit.append(
                 repo.AuditRow(
@@ -448,16 +544,17 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
                     description="Telegence New Service Activation: Remove Offering Code",
                     request_text=f"PATCH {hook.path('service', subscriber_number=device['subscriber_number'])}\n"
                     + json.dumps(body),
-                    response_text=_clip(response.text),
-                    response_status="ERROR" if problem else "PENDING",
+                    response_text=repo.clip(response.text),
+                    response_status=status,
                     has_errors=problem is not None,
                     error_text=problem,
+                    carrier_write_id=recorder.last_id,
                 )
             )
             if problem:
                 break
         if problem:
-            return repo.DeviceUpdate(int(device["id"]), "ERROR", repo.STEP_REMOVE_CODES, problem), audit
+            return repo.DeviceUpdate(int(device["id"]), status, repo.STEP_REMOVE_CODES, problem), audit
         update = repo.DeviceUpdate(
             int(device["id"]),
             "PENDING",
@@ -476,7 +573,7 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
     under ``continue`` they go on. Returns how many devices go on to the IP step.
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id", "on_activation_failure")
+    template_fields: Sequence[str] = ("bulk_change_id", "on_activation_failure", "activation_db_conn_id")
 
     def __init__(
         self,
@@ -495,8 +592,9 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
         bc_id = self.bulk_change
         policy = str(self.on_activation_failure)
         if policy not in ("stop", "continue"):
-            raise AirflowFailException(f"on_activation_failure must be 'stop' or 'continue', got {policy!r}")
+            raise ValueError(f"on_activation_failure must be 'stop' or 'continue', got {policy!r}")
         with self.transaction() as conn:
+            self.owned_bulk_change(conn, context)
             failures = repo.activation_failures(conn, bc_id)
             devices = repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES)
             updates: list[repo.DeviceUpdate] = []

@@ -1,28 +1,40 @@
-"""What every bulk-change task shares: the bulk change id, the database, carrier credentials."""
+"""What every bulk-change task shares: the bulk change it owns, the database, carrier credentials."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from telegence_activation import repository as repo
+from telegence_activation.exceptions import (
+    BulkChangeNotFound,
+    BulkChangeNotOwned,
+    ConnectionMissing,
+    CredentialsProblem,
+)
 from telegence_activation.hooks.activation_db import ActivationDbHook
 from telegence_activation.hooks.telegence import TelegenceHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 DEFAULT_TELEGENCE_CONN_ID = "telegence_default"
 
 
-class CredentialsProblem(Exception):
-    """The service provider has no usable Telegence credentials (missing, or writes disabled)."""
-
-
-def telegence_conn_id_for(service_provider_id: int) -> str:
-    """``telegence_sp_<id>`` when it exists, else ``telegence_default``; raise CredentialsProblem if neither."""
-    candidates = (TelegenceHook.conn_id_for(service_provider_id), DEFAULT_TELEGENCE_CONN_ID)
+def telegence_conn_id_for(service_provider_id: int, override: str | None = None) -> str:
+    """``override`` if given; else ``telegence_sp_<id>`` when it exists, else ``telegence_default``;
+    raise CredentialsProblem if none exists."""
+    candidates = (
+        (override,)
+        if override
+        else (TelegenceHook.conn_id_for(service_provider_id), DEFAULT_TELEGENCE_CONN_ID)
+    )
     for conn_id in candidates:
         try:
             BaseHook.get_connection(conn_id)
@@ -31,13 +43,16 @@ def telegence_conn_id_for(service_provider_id: int) -> str:
         return conn_id
     raise CredentialsProblem(
         f"Unable to get Telegence API credentials for service provider {service_provider_id}: "
-        f"no connection {candidates[0]} or {candidates[1]}"
+        f"no connection {' or '.join(candidates)}"
     )
 
 
-def telegence_hook_for(service_provider_id: int, *, require_write: bool = True) -> TelegenceHook:
-    """The Telegence hook of a service provider, checked for credentials and write permission."""
-    hook = TelegenceHook(telegence_conn_id_for(service_provider_id))
+def telegence_hook_for(
+    service_provider_id: int, *, require_write: bool = True, conn_id: str | None = None
+) -> TelegenceHook:
+    """The Telegence hook of a service provider (or of ``conn_id``), checked for credentials and
+    write permission."""
+    hook = TelegenceHook(telegence_conn_id_for(service_provider_id, conn_id))
     conn = hook.get_connection(hook.telegence_conn_id)
     if not conn.login or not conn.password:
         raise CredentialsProblem(
@@ -49,20 +64,152 @@ def telegence_hook_for(service_provider_id: int, *, require_write: bool = True) 
     return hook
 
 
+class CarrierWriteLog:
+    """Write-ahead record of one task's carrier writes (``WriteRecorder`` of the Telegence hook).
+
+    Each attempt is inserted and committed on the task's own autocommit connection before the
+    request goes out, then completed with its answer; if the database cannot take the record, the
+    request is not sent. A row never completed is an attempt whose answer was lost.
+    """
+
+    def __init__(self, hook: ActivationDbHook, bulk_change_id: int, sent_by: str) -> None:
+        self._hook = hook
+        self._bulk_change_id = bulk_change_id
+        self._sent_by = sent_by
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn: psycopg.Connection = self._hook.get_conn()  # type: ignore[assignment]
+            conn.autocommit = True
+            self._conn = conn
+        return self._conn
+
+    def for_devices(self, step: str, device_change_ids: Sequence[int]) -> _DeviceWrites:
+        """A recorder for writes about these devices at this step."""
+        return _DeviceWrites(self, step, list(device_change_ids))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _DeviceWrites:
+    """The ``WriteRecorder`` for one group of devices; ``last_id`` is its latest recorded write."""
+
+    def __init__(self, log: CarrierWriteLog, step: str, device_change_ids: list[int]) -> None:
+        self._log = log
+        self._step = step
+        self._ids = device_change_ids
+        self.last_id: int | None = None
+
+    def sent(self, method: str, path: str, body: Any, attempt: int) -> int:
+        try:
+            write_id = repo.record_carrier_write(
+                self._log._connection(),
+                bulk_change_id=self._log._bulk_change_id,
+                step=self._step,
+                method=method,
+                path=path,
+                request_text=repo.clip(json.dumps(body)) if body is not None else None,
+                device_change_ids=self._ids,
+                attempt=attempt,
+                sent_by=self._log._sent_by,
+            )
+        except psycopg.OperationalError:
+            self._log.close()  # a fresh connection next time; this request is not sent
+            raise
+        self.last_id = write_id
+        return write_id
+
+    def answered(self, token: Any, status: int | None, text: str, error: str | None) -> None:
+        try:
+            repo.complete_carrier_write(
+                self._log._connection(), int(token), http_status=status, response_text=text, error_text=error
+            )
+        except psycopg.OperationalError:
+            self._log.close()
+            raise
+
+
+def sent_by(context: Context) -> str:
+    """Who sends: the run, the task, its map index and try (for the write-ahead record)."""
+    ti = context.get("ti") or context.get("task_instance")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    try_number = getattr(ti, "try_number", "?")
+    where = f"{task_id}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else str(task_id)
+    return f"{context.get('run_id', '?')}/{where}/try {try_number}"
+
+
 class BulkChangeTaskMixin:
-    """Shared glue: ``bulk_change_id`` is templated (``{{ params.bulk_change_id }}``)."""
+    """Shared glue: ``bulk_change_id`` is templated (``{{ params.bulk_change_id }}``); every task
+    works only for the run that owns its bulk change; one database hook per task instance."""
 
     bulk_change_id: Any
     activation_db_conn_id: str
+    telegence_conn_id: str | None = None
+    _db_hook: ActivationDbHook | None = None
 
     @property
     def bulk_change(self) -> int:
         return int(self.bulk_change_id)
 
+    @property
+    def db_hook(self) -> ActivationDbHook:
+        if self._db_hook is None or self._db_hook.activation_db_conn_id != self.activation_db_conn_id:
+            self._db_hook = ActivationDbHook(activation_db_conn_id=self.activation_db_conn_id)
+        return self._db_hook
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
-        """One database transaction: committed when the block ends, rolled back on an exception."""
-        hook = ActivationDbHook(activation_db_conn_id=self.activation_db_conn_id)
-        conn: psycopg.Connection = hook.get_conn()  # type: ignore[assignment]
+        """One database transaction: committed when the block ends, rolled back on an exception.
+
+        A connection id that does not exist fails the task at once (no retry can create it); a
+        database that does not answer raises ``OperationalError``, which Airflow retries.
+        """
+        try:
+            conn: psycopg.Connection = self.db_hook.get_conn()  # type: ignore[assignment]
+        except AirflowNotFoundException as exc:
+            raise ConnectionMissing(
+                f"the activation database connection {self.activation_db_conn_id!r} does not exist: {exc}"
+            ) from exc
         with conn:
             yield conn
+
+    def owned_bulk_change(self, conn: psycopg.Connection, context: Context) -> dict[str, Any]:
+        """The bulk change, if this task's run owns it; otherwise fail at once, changing nothing."""
+        bc_id = self.bulk_change
+        bulk_change = repo.get_bulk_change(conn, bc_id)
+        if bulk_change is None:
+            raise BulkChangeNotFound(f"bulk change {bc_id} does not exist")
+        owner = bulk_change["dag_run_id"]
+        if owner != context["run_id"]:
+            raise BulkChangeNotOwned(not_owned_message(bulk_change, context["run_id"]))
+        return bulk_change
+
+    def carrier_hook(self, bulk_change: dict[str, Any], *, require_write: bool = True) -> TelegenceHook:
+        return telegence_hook_for(
+            int(bulk_change["service_provider_id"]),
+            require_write=require_write,
+            conn_id=self.telegence_conn_id,
+        )
+
+    def write_log(self, context: Context) -> CarrierWriteLog:
+        return CarrierWriteLog(self.db_hook, self.bulk_change, sent_by(context))
+
+
+def not_owned_message(bulk_change: dict[str, Any], run_id: str) -> str:
+    owner = bulk_change["dag_run_id"]
+    bc_id = bulk_change["id"]
+    if owner:
+        return (
+            f"bulk change {bc_id} belongs to DAG run {owner} (status {bulk_change['status']}); run {run_id} "
+            "changes nothing. One run owns a bulk change: to retry it use "
+            f"'python -m telegence_activation retry-failed {bc_id}' (or clear tasks of run {owner})."
+        )
+    return (
+        f"bulk change {bc_id} is {bulk_change['status']} and has no owning run; run {run_id} changes nothing "
+        "(only a NEW bulk change can be started)"
+    )

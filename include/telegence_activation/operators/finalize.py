@@ -15,7 +15,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID, data_dir
-from telegence_activation.domain.report import build_report, final_status, unfinished
+from telegence_activation.domain.http import is_configuration_failure
+from telegence_activation.domain.report import build_report, final_status, outcome_key, unfinished
+from telegence_activation.exceptions import BulkChangeUnfinished, ConfigurationFailure, OutcomeUnknown
 from telegence_activation.notifiers.webhook import NOTIFY_CONN_ID, ActivationCompleteNotifier
 from telegence_activation.operators.base import BulkChangeTaskMixin
 
@@ -44,6 +46,12 @@ def reports_dir() -> Path:
     return path
 
 
+def report_paths(bc_id: int) -> tuple[Path, Path]:
+    """Where a bulk change's report is written (JSON summary, CSV of every device)."""
+    folder = reports_dir()
+    return folder / f"bulk_change_{bc_id}.json", folder / f"bulk_change_{bc_id}.csv"
+
+
 class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
     """Complete the bulk change once every device is terminal; report and notify.
 
@@ -59,7 +67,7 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         notification is recorded as SKIPPED.
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id",)
+    template_fields: Sequence[str] = ("bulk_change_id", "activation_db_conn_id", "notify_conn_id")
 
     def __init__(
         self,
@@ -77,42 +85,56 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         bc_id = self.bulk_change
         with self.transaction() as conn:
-            bulk_change = repo.get_bulk_change(conn, bc_id)
-            if bulk_change is None:
-                raise AirflowFailException(f"bulk change {bc_id} does not exist")
+            bulk_change = self.owned_bulk_change(conn, context)
             counts = repo.status_counts(conn, bc_id)
             left = unfinished(counts)
             if left:
-                raise AirflowFailException(
+                raise BulkChangeUnfinished(
                     f"{left} device(s) of bulk change {bc_id} are not in a terminal state ({counts}); the bulk "
                     "change stays PROCESSING. Clear the failed task(s) of this run to resume (or run "
                     "'python -m telegence_activation retry-failed <bulk change id>')."
                 )
             status = final_status(counts)
-            if bulk_change["status"] != "ERROR" or status == "ERROR":
-                repo.set_bulk_change_status(
-                    conn,
-                    bc_id,
-                    status,
-                    f"{counts.get('PROCESSED', 0)} of {sum(counts.values())} devices processed",
-                )
-            else:  # failed before any device work (e.g. credentials): keep that reason
-                status = "ERROR"
-            repo.set_addition_bulk_change_status(conn, bulk_change, status)
-            bulk_change = repo.get_bulk_change(conn, bc_id)
-            assert bulk_change is not None
+            if bulk_change["status"] == "ERROR" and status != "ERROR":
+                status = "ERROR"  # failed before any device work (e.g. credentials): keep that reason
+            failures = repo.failure_reasons(conn, bc_id)
             requested, assigned = repo.static_ip_counts(conn, bc_id)
             report = build_report(
-                bulk_change=bulk_change,
+                bulk_change={**bulk_change, "status": status},
                 by_status_step=repo.status_step_counts(conn, bc_id),
-                failures=repo.failure_reasons(conn, bc_id),
+                failures=failures,
                 ips_assigned=assigned,
                 static_ip_requested=requested,
                 step_times=repo.step_times(conn, bc_id),
                 generated_at=datetime.now(UTC),
+                carrier_writes=repo.carrier_write_counts(conn, bc_id),
+                reserved_unused=repo.reserved_not_used(conn, bc_id),
             )
-            repo.save_report(conn, bc_id, report)
-        json_path, csv_path = self._write_files(bc_id, report)
+            saved = repo.get_report(conn, bc_id)
+            unchanged = (
+                bulk_change["status"] == status
+                and saved is not None
+                and outcome_key(saved) == outcome_key(report)
+            )
+            if unchanged and saved is not None:  # a rerun of a finished bulk change: all of it stands
+                self.log.info(
+                    "Bulk change %s is already %s with this outcome: nothing changed", bc_id, status
+                )
+                report = saved
+            else:
+                if bulk_change["status"] != status:
+                    repo.set_bulk_change_status(
+                        conn,
+                        bc_id,
+                        status,
+                        f"{counts.get('PROCESSED', 0)} of {sum(counts.values())} devices processed",
+                    )
+                repo.set_addition_bulk_change_status(conn, bulk_change, status)
+                repo.save_report(conn, bc_id, report)
+        if unchanged:
+            json_path, csv_path = report_paths(bc_id)
+        else:
+            json_path, csv_path = self._write_files(bc_id, report)
         report_files = {"json": str(json_path), "csv": str(csv_path)}
         self._notify(context, bulk_change, report)
         api_failed = counts.get("API_FAILED", 0)
@@ -131,18 +153,33 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
                 "unavailable); run 'python -m telegence_activation retry-failed <bulk change id>' (or clear "
                 "the failed tasks) to send them again"
             )
+        if report["outcome_unknown"]:
+            raise OutcomeUnknown(
+                f"bulk change {bc_id} finished with {report['outcome_unknown']} device(s) whose carrier outcome is "
+                "unknown (answers lost until the deadline; the carrier may have taken them); run 'python -m "
+                f"telegence_activation retry-failed {bc_id}' to reconcile them (never activated twice)"
+            )
+        if (
+            report["devices"]
+            and not report["succeeded"]
+            and all(is_configuration_failure(r) for _, r, _n in failures)
+        ):
+            raise ConfigurationFailure(
+                f"every device of bulk change {bc_id} failed for a configuration reason ({failures[0][1]}); "
+                "fix the carrier connection or account, then run 'python -m telegence_activation retry-failed "
+                f"{bc_id}'"
+            )
         return {
             "status": status,
             "devices": report["devices"],
             "succeeded": report["succeeded"],
             "failed": report["failed"],
+            "outcome_unknown": report["outcome_unknown"],
             "report": report_files,
         }
 
     def _write_files(self, bc_id: int, report: dict[str, Any]) -> tuple[Path, Path]:
-        folder = reports_dir()
-        json_path = folder / f"bulk_change_{bc_id}.json"
-        csv_path = folder / f"bulk_change_{bc_id}.csv"
+        json_path, csv_path = report_paths(bc_id)
         tmp_json = json_path.with_suffix(".json.tmp")
         tmp_json.write_text(json.dumps(report, indent=2, default=str))
         tmp_json.replace(json_path)
@@ -156,48 +193,61 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         return json_path, csv_path
 
     def _notify(self, context: Context, bulk_change: dict[str, Any], report: dict[str, Any]) -> None:
+        """Tell the customer the outcome once: a rerun with the same outcome sends nothing; a changed
+        outcome (after ``retry-failed``) sends one update that says so. The notification is recorded
+        (SENDING) before it goes out, so a crash never leads to a second send of one outcome."""
+        bc_id = int(bulk_change["id"])
+        outcome = outcome_key(report)
+        with self.transaction() as conn:
+            earlier = repo.notified_outcomes(conn, bc_id)
+        if outcome in earlier:
+            self.log.info("Customer already notified of this outcome (%s): nothing sent", earlier[outcome])
+            return
+        is_update = any(status == "SENT" for status in earlier.values())
         payload = {
             "bulk_change_id": bulk_change["id"],
             "customer_name": bulk_change.get("customer_name"),
             "notify_to": bulk_change.get("notify_to"),
             "status": report["status"],
+            "update": is_update,
             "devices": report["devices"],
             "total_devices_activated": report["succeeded"],
             "total_devices_failed": report["failed"],
+            "total_devices_outcome_unknown": report["outcome_unknown"],
             "static_ips_assigned": report["static_ip"]["assigned"],
             "completed_at": report["generated_at"],
             "service_type": "Telegence Cellular with Static IP",
         }
+        recipient = bulk_change.get("notify_to")
         try:
             BaseHook.get_connection(self.notify_conn_id)
         except AirflowNotFoundException:
             with self.transaction() as conn:
                 repo.record_notification(
                     conn,
-                    bulk_change["id"],
+                    bc_id,
                     "webhook",
-                    bulk_change.get("notify_to"),
+                    recipient,
                     payload,
                     "SKIPPED",
                     f"no connection {self.notify_conn_id} configured",
+                    outcome=outcome,
+                    is_update=is_update,
                 )
+            return
+        with self.transaction() as conn:
+            notification_id = repo.record_notification(
+                conn, bc_id, "webhook", recipient, payload, "SENDING", outcome=outcome, is_update=is_update
+            )
+        if notification_id is None:  # another attempt recorded this outcome meanwhile
+            self.log.info("Customer notification of this outcome already recorded: nothing sent")
             return
         try:
             ActivationCompleteNotifier(payload=payload, http_conn_id=self.notify_conn_id).notify(context)
         except Exception as exc:  # the bulk change is complete either way; record and report the failure
             self.log.warning("Customer notification failed: %s", exc)
             with self.transaction() as conn:
-                repo.record_notification(
-                    conn,
-                    bulk_change["id"],
-                    "webhook",
-                    bulk_change.get("notify_to"),
-                    payload,
-                    "FAILED",
-                    str(exc)[:1000],
-                )
+                repo.finish_notification(conn, notification_id, "FAILED", str(exc)[:1000])
             return
         with self.transaction() as conn:
-            repo.record_notification(
-                conn, bulk_change["id"], "webhook", bulk_change.get("notify_to"), payload, "SENT"
-            )
+            repo.finish_notification(conn, notification_id, "SENT")

@@ -9,87 +9,114 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.domain.ip import (
     Subscriber,
     parse_batch_id,
+    prior_submission,
     provisioning_request,
     reserved_addresses,
 )
 from telegence_activation.domain.models import StaticIPOptions
+from telegence_activation.domain.report import OUTCOME_UNKNOWN
+from telegence_activation.exceptions import CarrierUnavailable
 from telegence_activation.hooks.telegence import TelegenceHook
-from telegence_activation.operators.activation import _clip
-from telegence_activation.operators.base import BulkChangeTaskMixin, telegence_hook_for
+from telegence_activation.operators.base import BulkChangeTaskMixin, CarrierWriteLog
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DESC_RESERVE = "Telegence Static IP Provisioning: Reserve IP Address"
 DESC_SUBMIT = "Telegence Static IP Provisioning: Request IP Assignment"
+DESC_RECONCILE = "Telegence Static IP Provisioning: Check Earlier Submission"
 MAX_SUBSCRIBERS_PER_REQUEST = 200
+WAITING_STATUSES = ("PENDING", "API_FAILED", "UNKNOWN")
 
 
 class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
     """Reserve addresses and submit provisioning batches for devices waiting at the IP request step.
 
-    Idempotent: a device keeps its reserved address and batch id once stored, so a retry only does
-    what is left. A pool that is short of addresses fails only the devices it could not serve.
-    Skipped when no device needs a static IP.
+    No carrier write is resent blindly: neither POST is retried after an answer the carrier may have
+    applied (timeout, dropped connection, 5xx), since the contract gives them no duplicate answer.
+    A device keeps its reserved address once stored. Before a device is submitted again (its
+    earlier submission's answer was lost, or ``retry-failed`` reset it), the carrier is asked for
+    its provisioning by subscriber number: one that is done or still running is adopted, never
+    submitted twice. A reservation whose answer was lost is recorded (``carrier_write``) and listed
+    in the report as addresses the carrier may hold. Skipped when no device needs a static IP.
+
+    :param bulk_change_id: the bulk change (templated).
+    :param activation_db_conn_id: the activation database connection (templated).
+    :param telegence_conn_id: the carrier connection override (templated).
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id",)
+    template_fields: Sequence[str] = ("bulk_change_id", "activation_db_conn_id", "telegence_conn_id")
 
     def __init__(
-        self, *, bulk_change_id: Any, activation_db_conn_id: str = ACTIVATION_DB_CONN_ID, **kwargs: Any
+        self,
+        *,
+        bulk_change_id: Any,
+        activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
+        telegence_conn_id: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.activation_db_conn_id = activation_db_conn_id
+        self.telegence_conn_id = telegence_conn_id
+
+    def _waiting(self, bc_id: int) -> list[dict[str, Any]]:
+        with self.transaction() as conn:
+            return [
+                d
+                for status in WAITING_STATUSES
+                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP, status)
+            ]
 
     def execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
         with self.transaction() as conn:
-            bulk_change = repo.get_bulk_change(conn, bc_id)
-            assert bulk_change is not None
-            devices = repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP) + repo.devices_at_step(
-                conn, bc_id, repo.STEP_REQUEST_IP, status="API_FAILED"
-            )
-            if not devices:
-                raise AirflowSkipException(f"no device of bulk change {bc_id} needs a static IP")
+            bulk_change = self.owned_bulk_change(conn, context)
+        devices = self._waiting(bc_id)
+        if not devices:
+            raise AirflowSkipException(f"no device of bulk change {bc_id} needs a static IP")
+        with self.transaction() as conn:
             repo.start_step(conn, bc_id, repo.STEP_REQUEST_IP)
             if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
                 repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
-        hook = telegence_hook_for(int(bulk_change["service_provider_id"]))
+        hook = self.carrier_hook(bulk_change)
         requests_by_id = {
             int(d["id"]): (StaticIPOptions.model_validate(d["static_ip"]), str(d["billing_account"]))
             for d in devices
         }
-
-        unavailable = self._reserve(hook, bc_id, [d for d in devices if not d["reserved_ip"]], requests_by_id)
-        with self.transaction() as conn:
-            ready = [
-                d
-                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP)
-                + repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP, status="API_FAILED")
-                if d["reserved_ip"] and not d["ip_batch_id"]
-            ]
-        submitted, failed_submit = self._submit(hook, bc_id, ready, requests_by_id)
-        unavailable += failed_submit
+        writes = self.write_log(context)
+        try:
+            earlier = [d for d in devices if d["ip_submitted_at"] is not None]
+            unsettled = reconcile_ip_submissions(self, hook, bc_id, earlier, resubmit=True)
+            unsettled += self._reserve(
+                hook, writes, bc_id, [d for d in devices if not d["reserved_ip"]], requests_by_id
+            )
+            ready = [d for d in self._waiting(bc_id) if d["reserved_ip"] and d["ip_submitted_at"] is None]
+            submitted, failed_submit = self._submit(hook, writes, bc_id, ready, requests_by_id)
+        finally:
+            writes.close()
+        unsettled += failed_submit
         with self.transaction() as conn:
             repo.finish_step(conn, bc_id, repo.STEP_REQUEST_IP)
-        if unavailable:
-            raise AirflowException(
-                f"{unavailable} device(s) could not get a static IP request through: the carrier stayed "
-                "unavailable; a retry or a clear does exactly these again"
+        if unsettled:
+            raise CarrierUnavailable(
+                f"{unsettled} device(s) could not get a static IP request through (the carrier stayed "
+                "unavailable or its answer was lost); a retry or a clear does exactly these again, asking "
+                "the carrier first about any earlier submission"
             )
         return {"submitted": submitted}
 
     def _reserve(
         self,
         hook: TelegenceHook,
+        writes: CarrierWriteLog,
         bc_id: int,
         devices: list[dict[str, Any]],
         requests_by_id: dict[int, tuple[StaticIPOptions, str]],
@@ -103,14 +130,22 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
         for pdp, pool_devices in by_pool.items():
             for start in range(0, len(pool_devices), MAX_SUBSCRIBERS_PER_REQUEST):
                 chunk = pool_devices[start : start + MAX_SUBSCRIBERS_PER_REQUEST]
-                response = hook.reserve_ips(pdp, len(chunk))
+                recorder = writes.for_devices(repo.STEP_REQUEST_IP, [int(d["id"]) for d in chunk])
+                response = hook.reserve_ips(pdp, len(chunk), recorder=recorder)
                 request_text = f"POST {hook.path('reserve_ips')}\n" + json.dumps(
                     {"pdpName": pdp, "ipQuantity": len(chunk)}
                 )
                 addresses: list[str] = []
                 problem = None
                 status = "ERROR"
-                if response.exhausted:
+                if response.outcome_unknown:
+                    problem, status = (
+                        f"IP reservation answer lost ({response.describe()}): the carrier may hold up to "
+                        f"{len(chunk)} address(es) of {pdp} for it (write {recorder.last_id}, listed in the "
+                        "report); reserved again on retry",
+                        "API_FAILED",
+                    )
+                elif response.exhausted:
                     problem, status = f"IP reservation failed: {response.describe()}", "API_FAILED"
                 elif not response.ok:
                     problem = f"IP reservation refused: HTTP {response.status}: {response.text[:300]}"
@@ -142,7 +177,8 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                             bc_id,
                             description=DESC_RESERVE,
                             request_text=request_text,
-                            response_text=_clip(response.text),
+                            response_text=response.text,
+                            carrier_write_id=recorder.last_id,
                         )
                     )
                 unavailable += sum(1 for u in updates if u.status == "API_FAILED")
@@ -154,11 +190,12 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
     def _submit(
         self,
         hook: TelegenceHook,
+        writes: CarrierWriteLog,
         bc_id: int,
         devices: list[dict[str, Any]],
         requests_by_id: dict[int, tuple[StaticIPOptions, str]],
     ) -> tuple[int, int]:
-        """Submit provisioning batches per (PDP pool, billing account); return (submitted, unavailable)."""
+        """Submit provisioning batches per (PDP pool, billing account); return (submitted, unsettled)."""
         groups: dict[tuple[str, str], list[tuple[dict[str, Any], Subscriber]]] = defaultdict(list)
         for d in devices:
             options, billing_account = requests_by_id[int(d["id"])]
@@ -171,15 +208,27 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
             )
             groups[(options.PDPName, billing_account)].append((d, subscriber))
         effective_date = datetime.now(UTC).strftime("%Y-%m-%dZ")
-        submitted = unavailable = 0
+        submitted = unsettled = 0
         for (pdp, ban), members in groups.items():
             for start in range(0, len(members), MAX_SUBSCRIBERS_PER_REQUEST):
                 chunk = members[start : start + MAX_SUBSCRIBERS_PER_REQUEST]
+                chunk_ids = [int(d["id"]) for d, _ in chunk]
                 body = provisioning_request(pdp, ban, [s for _, s in chunk], effective_date)
-                response = hook.submit_provisioning(body)
+                # Committed before the POST: whatever happens next, these devices are asked about
+                # (by subscriber number) before they are ever submitted again.
+                with self.transaction() as conn:
+                    repo.mark_ip_submitted(conn, chunk_ids, submitted=True)
+                recorder = writes.for_devices(repo.STEP_REQUEST_IP, chunk_ids)
+                response = hook.submit_provisioning(body, recorder=recorder)
                 batch_id = None
-                status, problem = "ERROR", None
-                if response.exhausted:
+                status, problem = "ERROR", ""
+                if response.outcome_unknown:
+                    status = "UNKNOWN"
+                    problem = (
+                        f"{OUTCOME_UNKNOWN}: static IP provisioning ({response.describe()}); the carrier is "
+                        "asked by subscriber number before any new submission"
+                    )
+                elif response.exhausted:
                     status, problem = "API_FAILED", f"IP provisioning request failed: {response.describe()}"
                 elif not response.ok:
                     problem = f"IP provisioning refused: HTTP {response.status}: {response.text[:300]}"
@@ -188,7 +237,10 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                         batch_id = parse_batch_id((response.body or {}).get("message"))
                         status = "PENDING"
                     except (ValueError, AttributeError) as exc:
-                        problem = f"IP provisioning API error: {exc}"
+                        status = "UNKNOWN"
+                        problem = (
+                            f"IP provisioning answer unreadable ({exc}); outcome unknown until reconciled"
+                        )
                 updates: list[repo.DeviceUpdate] = []
                 audit: list[repo.AuditRow] = []
                 for d, subscriber in chunk:
@@ -201,9 +253,11 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                             ip_batch_id=batch_id,
                         )
                     else:
-                        assert problem is not None
                         update = repo.DeviceUpdate(int(d["id"]), status, repo.STEP_REQUEST_IP, problem)
                     updates.append(update)
+                    own_entry = [
+                        s for s in body["subscriber"] if s["subscriberNumber"] == subscriber.subscriber_number
+                    ]
                     audit.append(
                         repo.audit_of(
                             update,
@@ -211,22 +265,85 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                             step=repo.STEP_REQUEST_IP,
                             description=DESC_SUBMIT,
                             request_text=f"POST {hook.path('provisioning')} ({len(chunk)} subscribers)\n"
-                            + json.dumps(
-                                {
-                                    **body,
-                                    "subscriber": [
-                                        s
-                                        for s in body["subscriber"]
-                                        if s["subscriberNumber"] == subscriber.subscriber_number
-                                    ],
-                                }
-                            ),
-                            response_text=_clip(response.text),
+                            + json.dumps({**body, "subscriber": own_entry}),
+                            response_text=response.text,
+                            carrier_write_id=recorder.last_id,
                         )
                     )
                 submitted += len(chunk) if batch_id else 0
-                unavailable += sum(1 for u in updates if u.status == "API_FAILED")
+                unsettled += sum(1 for u in updates if u.status in ("API_FAILED", "UNKNOWN"))
                 with self.transaction() as conn:
                     repo.update_devices(conn, updates)
                     repo.write_audit(conn, audit)
-        return submitted, unavailable
+                    if status in ("ERROR", "API_FAILED"):  # a definite refusal or never sent: nothing taken
+                        repo.mark_ip_submitted(conn, chunk_ids, submitted=False)
+        return submitted, unsettled
+
+
+def reconcile_ip_submissions(
+    task: BulkChangeTaskMixin,
+    hook: TelegenceHook,
+    bc_id: int,
+    devices: list[dict[str, Any]],
+    *,
+    resubmit: bool,
+) -> int:
+    """Ask the carrier, by subscriber number, about devices that may have been submitted before.
+
+    A provisioning done or still running is adopted (the device goes on to the status check with
+    that batch); one the carrier failed, or none, frees the device: back to the request step when
+    ``resubmit`` (the request task), else ERROR saying ``retry-failed`` submits it (the status
+    check, which never writes). Returns how many stay unknown (no usable answer)."""
+    updates: list[repo.DeviceUpdate] = []
+    audit: list[repo.AuditRow] = []
+    freed: list[int] = []
+    unknown = 0
+    for d in devices:
+        mdn = str(d["subscriber_number"])
+        response = hook.provisioning_status_of(mdn)
+        verdict, batch_id = prior_submission(response.status, response.body, mdn)
+        if verdict == "taken":
+            update = repo.DeviceUpdate(
+                int(d["id"]),
+                "PENDING",
+                repo.STEP_CHECK_IP,
+                f"static IP provisioning found at the carrier (batch {batch_id}); not submitted again",
+                ip_batch_id=batch_id,
+            )
+        elif verdict in ("failed", "not_submitted"):
+            freed.append(int(d["id"]))
+            found = "no static IP provisioning running at the carrier" + (
+                f" (batch {batch_id} failed)" if batch_id else ""
+            )
+            update = repo.DeviceUpdate(
+                int(d["id"]),
+                "PENDING" if resubmit else "ERROR",
+                repo.STEP_REQUEST_IP,
+                f"{found}; to be submitted"
+                if resubmit
+                else f"{found} after an earlier answer was lost; retry-failed submits it",
+            )
+        else:
+            unknown += 1
+            update = repo.DeviceUpdate(
+                int(d["id"]),
+                "UNKNOWN",
+                repo.STEP_REQUEST_IP,
+                f"{OUTCOME_UNKNOWN}: static IP provisioning: {response.describe()}",
+            )
+        updates.append(update)
+        audit.append(
+            repo.audit_of(
+                update,
+                bc_id,
+                description=DESC_RECONCILE,
+                request_text=f"GET {hook.path('provisioning_status')} subscriber-number: {mdn}",
+                response_text=response.text,
+                step=repo.STEP_REQUEST_IP,
+            )
+        )
+    with task.transaction() as conn:
+        repo.update_devices(conn, updates)
+        repo.write_audit(conn, audit)
+        repo.mark_ip_submitted(conn, freed, submitted=False)
+    return unknown
