@@ -38,8 +38,11 @@ def test_bench_runs_and_writes_every_figure(
     (run,) = results["end_to_end"]
     assert run["devices"] == 100 and run["state"] == "success"
     assert run["statuses"] == {"PROCESSED": 100}
+    # The ratio is of the unrounded wall time; wall_s is rounded to 0.1 s.
     assert (
-        run["wall_s"] > 0 and run["ideal_s"] > 0 and run["ratio"] == round(run["wall_s"] / run["ideal_s"], 2)
+        run["wall_s"] > 0
+        and run["ideal_s"] > 0
+        and abs(run["ratio"] - run["wall_s"] / run["ideal_s"]) <= 0.005 + 0.05 / run["ideal_s"]
     )
     assert set(run["steps"]) >= {"ActivateDevice", "WaitForActivation", "CheckIPProvisionStatus"}
     assert set(results["db_writes"]) >= {"dag_rows_per_s", "copy_rows_per_s", "insert_per_row_rows_per_s"}

@@ -105,3 +105,32 @@ def test_uri_round_trips_through_connection_json() -> None:
         assert psycopg.conninfo.conninfo_to_dict(
             connection_to_uri(conn)
         ) == psycopg.conninfo.conninfo_to_dict(uri)
+
+
+def test_the_hook_uses_the_connection_it_is_given(db_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from telegence_activation.hooks.activation_db import ActivationDbHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_REPORTING_DB", uri_to_connection_json(db_uri))
+    hook = ActivationDbHook(activation_db_conn_id="reporting_db")
+    assert hook.get_conn_id() == "reporting_db"
+    with hook.get_conn() as conn:  # type: ignore[attr-defined]
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+    assert f"/{database}?" in db_uri
+
+
+def test_a_worker_without_the_connection_fails_instead_of_starting_a_private_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from telegence_activation.hooks.activation_db import EMBEDDED_FALLBACK_ENV, ActivationDbHook
+
+    monkeypatch.delenv("AIRFLOW_CONN_ACTIVATION_DB", raising=False)
+    monkeypatch.delenv(EMBEDDED_FALLBACK_ENV, raising=False)
+    with pytest.raises(AirflowNotFoundException):
+        ActivationDbHook().get_connection("activation_db")
+    with pytest.raises(AirflowNotFoundException):
+        ActivationDbHook(activation_db_conn_id="no_such_db").get_connection("no_such_db")
+    # Only the local stack and the tests opt in to the checkout's embedded server.
+    monkeypatch.setenv(EMBEDDED_FALLBACK_ENV, "true")
+    assert ActivationDbHook().get_connection("activation_db").conn_type == "postgres"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from conftest import (
     APP_SECRET,
+    as_run,
     audit_count,
     bulk_status,
     devices,
@@ -344,8 +345,6 @@ def test_bad_conf_fails_at_once_and_touches_nothing(carrier, make_bulk_change, d
 
 def test_rerunning_activation_never_activates_twice(carrier, make_bulk_change, run_dag, dag, db) -> None:
     from datetime import UTC, datetime
-
-    from conftest import as_run
 
     from telegence_activation.operators.activation import ActivateBatchOperator
 

@@ -376,7 +376,9 @@ def test_an_iccid_open_in_one_bulk_change_is_refused_by_another(db_uri, db, tmp_
     assert refused.value.total == 3
     assert all(f"is open in bulk change {first.bulk_change_id}" in p for p in refused.value.problems)
     # The database refuses it too, whatever writes it (checked at the commit).
-    other = db.execute("INSERT INTO activation.bulk_change (service_provider_id) VALUES (1) RETURNING id").fetchone()
+    other = db.execute(
+        "INSERT INTO activation.bulk_change (service_provider_id) VALUES (1) RETURNING id"
+    ).fetchone()
     assert other is not None
     with pytest.raises(psycopg.errors.ExclusionViolation):
         db.execute(
