@@ -72,3 +72,19 @@ def test_dag_files_do_no_io_at_import(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("telegence_new_service_activation")
     assert not (tmp_path / "untouched" / "pgdata").exists()
+
+
+def test_the_sensors_airflow_timeout_is_fixed_at_parse_time_beyond_every_deadline(bag) -> None:  # type: ignore[no-untyped-def]
+    """Airflow's own sensor timeout skips retries and would leave devices waiting: it must never come
+    before the deadline our sensors keep in the database, whatever a run asks for."""
+    dag = bag.dags["telegence_new_service_activation"]
+    for sensor_id, param in (
+        ("wait_for_activation", "activation_check_timeout_seconds"),
+        ("check_ip_provisioning", "ip_check_timeout_seconds"),
+    ):
+        sensor = dag.get_task(sensor_id)
+        longest = dag.params.get_param(param).schema["maximum"]
+        assert sensor.timeout >= longest + 3600
+        # The scheduler race (apache/airflow#71172) fails about one reschedule in three, and every
+        # failure costs a try: the deadline, not the tries, must end a wait (3 retries did not).
+        assert sensor.retries >= 1000
