@@ -257,3 +257,73 @@ def test_100k_rows_stream_in_bounded_memory(
         )
     # Generous bound: a regression to loading the file or the rows in memory would be several times this.
     assert peak_mb < 400, json.dumps({"peak_mb": peak_mb})
+
+
+# ------------------------------------------------------------------------------ unreadable files
+
+
+def _valid_text(rows: int = 3, seed: int | None = None) -> str:
+    import io
+
+    handle = io.StringIO()
+    writer = csv.DictWriter(handle, fieldnames=list(ALL_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sample_rows(rows, seed=seed))
+    return handle.getvalue()
+
+
+def _with_line(extra: bytes) -> bytes:
+    """A valid file whose third line is replaced by ``extra``."""
+    lines = _valid_text().encode().splitlines(keepends=True)
+    lines[2] = extra
+    return b"".join(lines)
+
+
+def _bad_files() -> dict[str, tuple[bytes, str]]:
+    valid = _valid_text()
+    header, first = valid.splitlines()[:2]
+    return {
+        "binary": (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00",
+            "header: line 1: (line): is not UTF-8 text (byte 0x89",
+        ),
+        "nul-byte": (
+            _with_line(first.encode()[:30] + b"\x00" + first.encode()[31:] + b"\n"),
+            "line 3: (line): contains a NUL byte",
+        ),
+        "latin-1": (
+            _with_line(first.replace(first.split(",")[5], "Jos\u00e9").encode("latin-1") + b"\n"),
+            "line 3: (line): is not UTF-8 text (byte 0xE9",
+        ),
+        "10-MB-field": (
+            _with_line(b'"' + b"x" * 10_000_000 + b'"\n'),
+            "line 3: (line): longer than the limit of 65536 bytes",
+        ),
+        "semicolons": (
+            valid.replace(",", ";").encode(),
+            "header: the columns are separated by semicolons; use commas",
+        ),
+        "tabs": (valid.replace(",", "\t").encode(), "header: the columns are separated by tabs; use commas"),
+        "truncated-last-line": (valid.encode()[: len(valid) - 60], "(truncated?)"),
+        "unterminated-quote": (valid.encode() + first.encode()[:20] + b',"open quote', "is not valid CSV"),
+        "empty": (b"", "header: the file is empty (no header line)"),
+        "header-only": ((header + "\n").encode(), "line 1: (file): has a header but no device rows"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_files()))
+def test_every_unreadable_file_is_refused_with_one_line_reasons_and_nothing_written(
+    tmp_path: Path, db_uri: str, case: str
+) -> None:
+    content, message = _bad_files()[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_bytes(content)
+    before = _counts(db_uri)
+    done = _cli(
+        "bulk-change", "create", "--csv", str(path), "--service-provider", "1", "--billing-account", "B"
+    )
+    assert done.returncode == 1
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "nothing written" in done.stderr
+    assert all(len(line) < 400 for line in done.stderr.splitlines())  # a short prefix, never the value
+    assert _counts(db_uri) == before

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 
@@ -57,15 +58,104 @@ class BulkChangeSpec:
     notify_to: str | None = None
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        problems = header_problems(reader.fieldnames)
+# A device line is a few hundred bytes; anything this long is not a device list.
+MAX_LINE_BYTES = 64 * 1024
+ENCODING = "UTF-8"
+_OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _shown(raw: bytes, limit: int = 24) -> str:
+    """A short, printable prefix of a bad line (never the whole value)."""
+    text = raw[:limit].decode("utf-8", errors="backslashreplace").replace("\x00", "\\0")
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return repr(text + ("..." if len(raw) > limit else ""))
+
+
+def _text_lines(handle: BinaryIO) -> Iterator[str | RowError]:
+    """The file's lines as text, or for an unreadable line why: over ``MAX_LINE_BYTES``, a NUL byte
+    (binary data), or not UTF-8. Memory stays bounded whatever the file holds."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass  # skip the rest of the oversized line without holding it
+            yield RowError(
+                number, "(line)", f"longer than the limit of {MAX_LINE_BYTES} bytes: {_shown(raw)}"
+            )
+        elif b"\x00" in raw:
+            yield RowError(
+                number, "(line)", f"contains a NUL byte (binary data, not CSV text): {_shown(raw)}"
+            )
+        else:
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield RowError(
+                    number,
+                    "(line)",
+                    f"is not {ENCODING} text (byte 0x{raw[exc.start]:02X} at position {exc.start + 1}; save the "
+                    f"file as {ENCODING}): {_shown(raw)}",
+                )
+
+
+def _rows(
+    path: Path, record: Callable[[list[RowError]], None]
+) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """The data rows of the CSV file, with their line numbers. An unreadable header rejects the file;
+    unreadable lines and CSV syntax errors are recorded (one reason per problem), never raised as
+    tracebacks."""
+    with path.open("rb") as handle:
+        lines = _text_lines(handle)
+        first = next(lines, "")
+        if isinstance(first, RowError):
+            raise IntakeRejected([f"header: {first}"], 1)
+        header = next(csv.reader([first]), [])
+        if len(header) == 1:
+            for delimiter, name in _OTHER_DELIMITERS.items():
+                if delimiter in header[0]:
+                    raise IntakeRejected([f"header: the columns are separated by {name}; use commas"], 1)
+        problems = header_problems(header)
         if problems:
             raise IntakeRejected([f"header: {p}" for p in problems], len(problems))
-        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or []]
-        for raw in reader:
-            yield reader.line_num, raw
+        fieldnames = [name.strip().lower() for name in header]
+
+        def text() -> Iterator[str]:
+            for line in lines:
+                if isinstance(line, RowError):
+                    record([line])
+                    yield "\n"  # keeps the CSV reader's line numbers exact
+                else:
+                    yield line
+
+        reader = csv.reader(text(), strict=True)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                record([RowError(reader.line_num + 1, "(line)", f"is not valid CSV ({exc})")])
+                continue
+            if not values:
+                continue
+            line = reader.line_num + 1  # the header was line 1
+            if len(values) != len(fieldnames):
+                record(
+                    [
+                        RowError(
+                            line,
+                            "(line)",
+                            f"has {len(values)} field(s), the header has {len(fieldnames)}"
+                            + (" (truncated?)" if len(values) < len(fieldnames) else ""),
+                        )
+                    ]
+                )
+                continue
+            yield line, dict(zip(fieldnames, values, strict=True))
 
 
 def ingest_csv(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
@@ -123,7 +213,7 @@ def _ingest(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
                 "FROM STDIN"
             ) as copy,
         ):
-            for line, raw in _rows(path):
+            for line, raw in _rows(path, record):
                 valid, errors = validator.validate(line, raw)
                 if errors:
                     record(errors)
