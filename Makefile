@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench lock clean
+.PHONY: install test lint format demo bench chaos lock clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+chaos: install
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 # Resolve requirements.txt in a scratch venv and pin every transitive version.
 lock:
