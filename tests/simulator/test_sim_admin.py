@@ -38,9 +38,15 @@ def test_counters_state_and_device_views(tg: Tg, admin: AdminClient) -> None:
     assert request["polls"] == 2 and len(request["services"]) == 3
 
 
+def _token(sim: RunningSimulator) -> dict[str, str]:
+    assert sim.admin_token
+    return {"X-Admin-Token": sim.admin_token}
+
+
 def test_unknown_device_is_404(sim: RunningSimulator) -> None:
-    assert requests.get(sim.url(f"/_admin/devices/{iccid(5)}"), timeout=5).status_code == 404
-    assert requests.get(sim.url("/_admin/lines/2145550001"), timeout=5).status_code == 404
+    headers = _token(sim)
+    assert requests.get(sim.url(f"/_admin/devices/{iccid(5)}"), headers=headers, timeout=5).status_code == 404
+    assert requests.get(sim.url("/_admin/lines/2145550001"), headers=headers, timeout=5).status_code == 404
 
 
 def test_reset_forgets_everything(tg: Tg, admin: AdminClient) -> None:
@@ -83,7 +89,9 @@ def test_clock_endpoint(admin: AdminClient) -> None:
     ],
 )
 def test_invalid_scenario_is_400_with_clear_errors(sim: RunningSimulator, bad: dict, expected: str) -> None:
-    response = requests.post(sim.url("/_admin/scenario"), json=scenario(**bad), timeout=5)
+    response = requests.post(
+        sim.url("/_admin/scenario"), json=scenario(**bad), headers=_token(sim), timeout=5
+    )
     assert response.status_code == 400
     payload = response.json()
     assert any(expected in line for line in payload["errors"]), payload
@@ -92,7 +100,9 @@ def test_invalid_scenario_is_400_with_clear_errors(sim: RunningSimulator, bad: d
 
 
 def test_unknown_builtin_name_is_400(sim: RunningSimulator) -> None:
-    response = requests.post(sim.url("/_admin/scenario"), params={"name": "nope"}, timeout=5)
+    response = requests.post(
+        sim.url("/_admin/scenario"), params={"name": "nope"}, headers=_token(sim), timeout=5
+    )
     assert response.status_code == 400
     assert "happy" in response.json()["message"]
 

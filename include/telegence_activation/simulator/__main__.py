@@ -1,4 +1,9 @@
-"""Command line: ``python -m telegence_activation.simulator --port 8089 [--scenario happy]``."""
+"""Command line: ``python -m telegence_activation.simulator --port 8089 [--scenario happy]``.
+
+The admin API (``/_admin/*`` except ``/_admin/health``) needs the ``X-Admin-Token`` header. The token
+comes from ``--admin-token``, else the ``TELEGENCE_SIMULATOR_ADMIN_TOKEN`` environment variable
+(preferred: it does not show in ``ps``), else a random one is generated and printed once on stderr.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from .scenario import ScenarioError, builtin_names, load_scenario
-from .server import Simulator, serve
+from .server import ADMIN_TOKEN_ENV, Simulator, admin_token_problem, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this parent process dies")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    parser.add_argument(
+        "--admin-token",
+        default=None,
+        help=(
+            "token the admin API (/_admin/*) requires in the X-Admin-Token header; default: the "
+            f"{ADMIN_TOKEN_ENV} environment variable (preferred: a command line shows in ps), "
+            "else a random token printed once at start"
+        ),
+    )
     return parser
 
 
@@ -56,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    simulator = Simulator(scenario, seed=args.seed, time_scale=args.time_scale)
+    admin_token: str | None = args.admin_token
+    if admin_token is None:
+        admin_token = os.environ.get(ADMIN_TOKEN_ENV) or None  # empty counts as unset
+    if admin_token is not None:
+        problem = admin_token_problem(admin_token)
+        if problem is not None:
+            print(f"invalid admin token: {problem}", file=sys.stderr)
+            return 2
+    generated = admin_token is None
+    simulator = Simulator(scenario, seed=args.seed, time_scale=args.time_scale, admin_token=admin_token)
     gc.collect()
     gc.freeze()  # imports and configuration never need collecting
     runner: Callable[..., Any] = asyncio.run
@@ -75,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 port_file=args.port_file,
                 parent_pid=args.parent_pid,
                 access_log=args.access_log,
+                announce_admin_token=generated,
             )
         )
     except OSError as exc:

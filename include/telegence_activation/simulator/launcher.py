@@ -4,6 +4,10 @@
         requests.post(sim.base_url + "/sp/mobility/...", ...)
         sim.admin.counters()
 
+Each simulator gets a fresh random admin token, handed to the child in its environment (never on
+its command line, which ``ps`` shows to everyone); ``sim.admin`` sends it on every call and
+``sim.admin_token`` exposes it for callers that talk to ``/_admin/`` themselves.
+
 The child process exits on :meth:`RunningSimulator.stop`, at interpreter exit, and on its own
 when the launching process dies (it polls its parent pid), so no server is ever leaked.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,17 +34,32 @@ import requests
 
 from .scenario import SCENARIO_DIR
 
+# keep in step with server.py (not imported from there: that would pull aiohttp into every client)
+ADMIN_TOKEN_HEADER = "X-Admin-Token"
+ADMIN_TOKEN_ENV = "TELEGENCE_SIMULATOR_ADMIN_TOKEN"
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding telegence_activation/
 _LIVE: weakref.WeakSet[RunningSimulator] = weakref.WeakSet()
 
 
 class AdminClient:
-    """A small client of the simulator's ``/_admin/`` API."""
+    """A small client of the simulator's ``/_admin/`` API.
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    ``admin_token`` is sent as ``X-Admin-Token`` on every call; None falls back to the
+    ``TELEGENCE_SIMULATOR_ADMIN_TOKEN`` environment variable (for a simulator started elsewhere
+    with that variable set). Without a token only ``health()`` works.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 30.0, *, admin_token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV)
+        if token:
+            self.session.headers[ADMIN_TOKEN_HEADER] = token
+
+    def __repr__(self) -> str:
+        return f"AdminClient(base_url={self.base_url!r})"  # never the token
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
@@ -117,12 +137,22 @@ class AdminClient:
 class RunningSimulator:
     """Handle on a simulator child process."""
 
-    def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        host: str,
+        port: int,
+        workdir: Path,
+        *,
+        admin_token: str | None = None,
+    ) -> None:
         self.process = process
         self.host = host
         self.port = port
         self.base_url = f"http://{host}:{port}"
-        self.admin = AdminClient(self.base_url)
+        self.admin_token = admin_token
+        """The token the child's admin API expects in ``X-Admin-Token`` (``.admin`` sends it)."""
+        self.admin = AdminClient(self.base_url, admin_token=admin_token)
         self.log_path = workdir / "simulator.log"
         self._workdir = workdir
         _LIVE.add(self)
@@ -190,12 +220,18 @@ def start_simulator(
     startup_timeout: float = 20.0,
     log_level: str = "WARNING",
     python: str | None = None,
+    admin_token: str | None = None,
 ) -> RunningSimulator:
     """Start ``python -m telegence_activation.simulator`` in a child process and wait until healthy.
 
     ``scenario`` is a built-in name, a YAML/JSON file, a mapping (same schema) or None (``happy``).
-    ``port`` None or 0 picks a free port. Raises RuntimeError if the child does not come up.
+    ``port`` None or 0 picks a free port. ``admin_token`` None generates a random one; either way it
+    reaches the child through its environment, not its command line, and ``.admin`` sends it.
+    Raises RuntimeError if the child does not come up.
     """
+    if admin_token is not None and not admin_token:
+        raise ValueError("admin_token must not be empty")
+    token = admin_token if admin_token is not None else secrets.token_urlsafe(32)
     workdir = Path(tempfile.mkdtemp(prefix="telegence-sim-"))
     port_file = workdir / "port"
     if scenario is None:
@@ -230,6 +266,7 @@ def start_simulator(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[ADMIN_TOKEN_ENV] = token  # not on the command line: /proc/<pid>/cmdline is world-readable
     log_file = (workdir / "simulator.log").open("wb")
     try:
         process = subprocess.Popen(
@@ -248,9 +285,20 @@ def start_simulator(
                 bound_port = int(port_file.read_text(encoding="utf-8"))
             if bound_port is not None:
                 try:
-                    reply = requests.get(f"http://{host}:{bound_port}/_admin/health", timeout=2)
+                    # /_admin/state needs the token: a 200 proves this is our child, not a stranger
+                    # that happens to hold the port
+                    reply = requests.get(
+                        f"http://{host}:{bound_port}/_admin/state",
+                        headers={ADMIN_TOKEN_HEADER: token},
+                        timeout=2,
+                    )
                     if reply.status_code == 200:
-                        return RunningSimulator(process, host, bound_port, workdir)
+                        return RunningSimulator(process, host, bound_port, workdir, admin_token=token)
+                    if reply.status_code in (401, 403):
+                        raise RuntimeError(
+                            f"the server on port {bound_port} refused the launcher's admin token "
+                            f"({reply.status_code}); was {ADMIN_TOKEN_ENV} passed to the child?"
+                        )
                 except requests.RequestException:
                     pass
             time.sleep(0.05)

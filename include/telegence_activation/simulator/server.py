@@ -8,7 +8,9 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import signal
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,8 +32,25 @@ STATICIP_PATH = "/sp/mobility/staticip/api/v1"
 MAX_IP_QUANTITY = 1000
 MAX_BODY_BYTES = 32 * 1024 * 1024
 FREEZE_EVERY_DEVICES = 2000
+ADMIN_TOKEN_HEADER = "X-Admin-Token"
+ADMIN_TOKEN_ENV = "TELEGENCE_SIMULATOR_ADMIN_TOKEN"
 
 Handler = Callable[[web.Request, "AccountRuntime"], Awaitable[web.Response]]
+AdminHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def new_admin_token() -> str:
+    """A fresh random admin token (URL-safe, 256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be an admin token (None when it can): it must be sent as a header value."""
+    if not token:
+        return "the admin token must not be empty"
+    if not all(33 <= ord(ch) <= 126 for ch in token):
+        return "the admin token must be printable ASCII without spaces"
+    return None
 
 
 def _dumps(obj: Any) -> bytes:
@@ -104,7 +123,20 @@ def _drop(request: web.Request) -> None:
 class Simulator:
     """The simulated carrier: scenario, state, faults, counters and the HTTP routes."""
 
-    def __init__(self, scenario: Scenario, seed: int | None = None, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int | None = None,
+        time_scale: float = 1.0,
+        *,
+        admin_token: str | None = None,
+    ) -> None:
+        problem = admin_token_problem(admin_token) if admin_token is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        # the admin API (/_admin/*, except health) needs this token in the X-Admin-Token header;
+        # None generates one. Kept as bytes for hmac.compare_digest and never logged.
+        self._admin_token = (admin_token if admin_token is not None else new_admin_token()).encode()
         self.default_seed = seed if seed is not None else (scenario.seed or 0)
         self.clock = Clock(time_scale)
         self.scenario = scenario
@@ -419,8 +451,30 @@ class Simulator:
         return _bad_request("Missing header", ["send a batch-id or a subscriber-number header"])
 
     # ------------------------------------------------------------------ admin API
+    @property
+    def admin_token(self) -> str:
+        """The token the admin API expects in the ``X-Admin-Token`` header."""
+        return self._admin_token.decode()
+
+    def _admin(self, handler: AdminHandler) -> AdminHandler:
+        """Guard an admin handler: 401 without ``X-Admin-Token``, 403 with a wrong one.
+
+        The header is compared in constant time and never logged or echoed.
+        """
+        expected = self._admin_token
+
+        async def guarded(request: web.Request) -> web.Response:
+            given = request.headers.get(ADMIN_TOKEN_HEADER)
+            if not given:
+                return _json(401, {"message": "admin token required"})
+            if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
+                return _json(403, {"message": "invalid admin token"})
+            return await handler(request)
+
+        return guarded
+
     async def admin_health(self, request: web.Request) -> web.Response:
-        """Liveness plus a tiny summary."""
+        """Liveness plus a tiny summary; open (no token) so health checks and probes need no secret."""
         return _json(
             200,
             {
@@ -574,20 +628,21 @@ class Simulator:
         app.router.add_post(STATICIP_PATH + "/ipaddresses", c("ip_reserve", True, self.ip_reserve))
         app.router.add_post(STATICIP_PATH + "/provisioning", c("ip_provision", True, self.ip_provision))
         app.router.add_get(STATICIP_PATH + "/provisioning/status", c("ip_status", False, self.ip_status))
-        app.router.add_get("/_admin/health", self.admin_health)
-        app.router.add_get("/_admin/scenario", self.admin_get_scenario)
-        app.router.add_post("/_admin/scenario", self.admin_load_scenario)
-        app.router.add_post("/_admin/reset", self.admin_reset)
-        app.router.add_get("/_admin/counters", self.admin_counters)
-        app.router.add_get("/_admin/devices/{iccid}", self.admin_device)
-        app.router.add_get("/_admin/lines/{mdn}", self.admin_line)
-        app.router.add_get("/_admin/requests/{request_id}", self.admin_request)
-        app.router.add_get("/_admin/state", self.admin_state)
-        app.router.add_get("/_admin/ip-pools", self.admin_pools)
-        app.router.add_get("/_admin/ip-batches/{batch_id}", self.admin_batch)
-        app.router.add_get("/_admin/clock", self.admin_clock)
-        app.router.add_post("/_admin/clock", self.admin_clock)
-        app.router.add_post("/_admin/complete", self.admin_complete)
+        a = self._admin
+        app.router.add_get("/_admin/health", self.admin_health)  # open: liveness only
+        app.router.add_get("/_admin/scenario", a(self.admin_get_scenario))
+        app.router.add_post("/_admin/scenario", a(self.admin_load_scenario))
+        app.router.add_post("/_admin/reset", a(self.admin_reset))
+        app.router.add_get("/_admin/counters", a(self.admin_counters))
+        app.router.add_get("/_admin/devices/{iccid}", a(self.admin_device))
+        app.router.add_get("/_admin/lines/{mdn}", a(self.admin_line))
+        app.router.add_get("/_admin/requests/{request_id}", a(self.admin_request))
+        app.router.add_get("/_admin/state", a(self.admin_state))
+        app.router.add_get("/_admin/ip-pools", a(self.admin_pools))
+        app.router.add_get("/_admin/ip-batches/{batch_id}", a(self.admin_batch))
+        app.router.add_get("/_admin/clock", a(self.admin_clock))
+        app.router.add_post("/_admin/clock", a(self.admin_clock))
+        app.router.add_post("/_admin/complete", a(self.admin_complete))
         return app
 
 
@@ -608,8 +663,13 @@ async def serve(
     port_file: str | None = None,
     parent_pid: int | None = None,
     access_log: bool = False,
+    announce_admin_token: bool = False,
 ) -> None:
-    """Run the HTTP server until SIGTERM/SIGINT (or the parent process dies)."""
+    """Run the HTTP server until SIGTERM/SIGINT (or the parent process dies).
+
+    ``announce_admin_token`` prints the admin token once on stderr after the server is listening
+    (for a generated token, so that a person running the simulator by hand can use the admin API).
+    """
     app = simulator.build_app()
     runner = web.AppRunner(
         app,
@@ -622,6 +682,14 @@ async def serve(
     bound = runner.addresses[0]
     actual_port = int(bound[1])
     log.info("Telegence simulator listening on http://%s:%s (pid %s)", host, actual_port, os.getpid())
+    if announce_admin_token:
+        # printed once, never through logging and never per request
+        print(
+            f"Telegence simulator on http://{host}:{actual_port}: admin token: {simulator.admin_token} "
+            f"(send it as {ADMIN_TOKEN_HEADER} on /_admin/*; choose one with --admin-token or {ADMIN_TOKEN_ENV})",
+            file=sys.stderr,
+            flush=True,
+        )
     if port_file:
         tmp = Path(port_file + ".tmp")
         tmp.write_text(str(actual_port), encoding="utf-8")
