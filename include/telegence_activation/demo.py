@@ -31,27 +31,41 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def stack_trouble(stack: LiveStack) -> str:
+    """Components that are not up, e.g. "scheduler restarting (killed by signal 9)"; empty when all are."""
+    return ", ".join(f"{name} {state}" for name, state in sorted(stack.status.items()) if state != "up")
+
+
 def follow(stack: LiveStack, bulk_change_id: int, run_id: str, timeout: float) -> str:
     """Print progress until the run finishes; return its final state."""
     client = stack.client()
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout:
-        run = client.get_run(run_id)
-        tis = client.task_instances(run_id)
+        down = stack_trouble(stack)
+        try:
+            run = client.get_run(run_id)
+            tis = client.task_instances(run_id)
+            with psycopg.connect(stack.activation_db_uri, connect_timeout=5) as conn:
+                counts = repo.status_counts(conn, bulk_change_id)
+                _, assigned = repo.static_ip_counts(conn, bulk_change_id)
+        except Exception as exc:  # the api-server or the database may be restarting
+            line = f"[{time.monotonic() - started:5.0f}s] waiting: {down or exc}"
+            if line[8:] != last[8:]:
+                _say(line)
+                last = line
+            time.sleep(2)
+            continue
         batches = [t for t in tis if t["task_id"] == "activate"]
         done_batches = sum(1 for t in batches if t["state"] in ("success", "failed"))
         running = sorted(
             {t["task_id"] for t in tis if t["state"] in ("running", "queued", "up_for_reschedule")}
         )
-        with psycopg.connect(stack.activation_db_uri) as conn:
-            counts = repo.status_counts(conn, bulk_change_id)
-            _, assigned = repo.static_ip_counts(conn, bulk_change_id)
         line = (
             f"[{time.monotonic() - started:5.0f}s] run {run['state']:<8} "
             f"batches sent {done_batches}/{len(batches) or '?'}  "
             f"devices {' '.join(f'{k}={v}' for k, v in sorted(counts.items()))}  "
-            f"IPs assigned {assigned}  now: {', '.join(running) or '-'}"
+            f"IPs assigned {assigned}  now: {', '.join(running) or '-'}" + (f"  [{down}]" if down else "")
         )
         if line[8:] != last[8:]:
             _say(line)
@@ -147,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"CLI:  python -m telegence_activation status {result.bulk_change_id}")
         if args.exit:
             return 0 if state == "success" else 1
-        _say("the stack keeps running for the UI; press Ctrl-C to stop it")
-        while all(p.poll() is None for p in stack.processes.values()):
+        _say(
+            "the stack keeps running for the UI (a component that exits is restarted); press Ctrl-C to stop it"
+        )
+        while True:
             time.sleep(1)
-        _say("an Airflow component exited; stopping")
-        return 1
     except KeyboardInterrupt:
         _say("\nstopping ...")
         return 130

@@ -1,10 +1,22 @@
 """A live local stack: embedded Postgres, the Telegence simulator and a real Airflow.
 
-Used by ``make demo`` and by the live end-to-end tests. Airflow runs as separate processes
-(api-server, scheduler, dag-processor, triggerer) with the LocalExecutor, its metadata in a
-database ``airflow`` on the same embedded PostgreSQL server as the activation tables (a real
-server, so the scheduler and the executor's workers can work concurrently, which SQLite cannot).
-Every process is started in its own session and ended by ``stop()`` (or at interpreter exit).
+Used by ``make demo``, the live end-to-end tests, the fault suite and the benchmark. Airflow runs
+as separate processes (api-server, scheduler, dag-processor, triggerer) with the LocalExecutor,
+its metadata in a database ``airflow`` on the same embedded PostgreSQL server as the activation
+tables (a real server, so the scheduler and the executor's workers can work concurrently).
+
+**Supervised**: a thread restarts a component that exits (backoff 1 s doubling to 30 s, reset once
+it has stayed up a minute; a log line names it and why) and the embedded PostgreSQL server if it
+dies, so after a database outage the stack and its runs carry on by themselves. Before a
+component is started again, every process left from its previous life (executor workers, orphans
+reparented to init) is ended: each process the stack starts carries the stack's id in its
+environment, and ``stop()`` (or interpreter exit) ends every process that carries it, found in the
+process table, not by name.
+
+**Least privilege**: the stack's home is 0700 and its secret files 0600; no component serves logs
+over the network (``--skip-serve-logs``: the api-server reads the task log files directly), so
+every listener is on loopback; the carrier and activation database connections are only in the
+environment of the scheduler, whose LocalExecutor workers run the tasks.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import suppress
@@ -33,6 +46,7 @@ from telegence_activation.db.connection import (
     embedded_running,
     embedded_uri,
     project_root,
+    restart_embedded,
     stop_embedded,
     uri_to_connection_json,
 )
@@ -40,6 +54,14 @@ from telegence_activation.db.migrate import migrate
 from telegence_activation.simulator.launcher import RunningSimulator, start_simulator
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The components that run tasks (LocalExecutor workers are forked by the scheduler): only they get
+# the carrier and activation database connections.
+TASK_RUNNERS = frozenset({"scheduler"})
+# Every process the stack starts carries these in its environment (inherited by what it forks).
+STACK_ID_ENV = "TELEGENCE_STACK_ID"
+COMPONENT_ENV = "TELEGENCE_STACK_COMPONENT"
+TASK_SECRETS_PREFIXES = ("AIRFLOW_CONN_",)
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 DAG_ID = "telegence_new_service_activation"
 POOL = "telegence_api"
 ADMIN_USER = "admin"
@@ -80,12 +102,14 @@ class StackConfig:
     pool_slots: int = 4
     scheduler_idle_sleep: float = 1.0
     db_server_uri: str | None = None  # default: the embedded server
+    pgdata: Path | None = None  # the embedded server's folder (default: the project's .data/pgdata)
     activation_database: str = "postgres"
     airflow_database: str = "airflow"
     app_id: str = "demo-app-id"
     app_secret: str = "demo-app-secret"
     service_provider_id: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    supervise: bool = True
 
 
 class LiveStack:
@@ -100,6 +124,20 @@ class LiveStack:
         self.env: dict[str, str] = {}
         self.activation_db_uri = ""
         self._started_embedded = False
+        self.stack_id = secrets.token_hex(8)
+        # Per component: "up", "restarting (...)" or "stopped"; what the demo's progress line shows.
+        self.status: dict[str, str] = {}
+        self.restarts: dict[str, int] = {}
+        self._backoff: dict[str, float] = {}
+        self._next_start: dict[str, float] = {}
+        self._started_at: dict[str, float] = {}
+        self._db_hold_until = 0.0
+        # Session id -> component: every component is started as a session leader, and what it forks
+        # stays in its session (task processes only change their process group), orphans included.
+        self._sessions: dict[int, str] = {}
+        self._stop_supervisor = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._lock = threading.RLock()
         atexit.register(self.stop)
 
     # ----------------------------------------------------------------------------------- start
@@ -115,10 +153,11 @@ class LiveStack:
     def start(self, timeout: float = 240.0) -> LiveStack:
         cfg = self.config
         cfg.home.mkdir(parents=True, exist_ok=True)
+        cfg.home.chmod(0o700)  # secrets (password file, airflow.cfg, reports) live here
         self.logs_dir.mkdir(exist_ok=True)
         if cfg.db_server_uri is None:
-            self._started_embedded = not embedded_running()
-        server_uri = cfg.db_server_uri or embedded_uri()
+            self._started_embedded = not embedded_running(cfg.pgdata)
+        server_uri = cfg.db_server_uri or embedded_uri(cfg.pgdata)
         self.activation_db_uri = ensure_database(server_uri, cfg.activation_database)
         migrate(self.activation_db_uri)
         airflow_db = ensure_database(server_uri, cfg.airflow_database)
@@ -130,6 +169,9 @@ class LiveStack:
         for component in AIRFLOW_COMPONENTS:
             self._spawn(component)
         self._wait_healthy(timeout)
+        if cfg.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
+            self._supervisor.start()
         return self
 
     def _password(self) -> str:
@@ -140,7 +182,10 @@ class LiveStack:
             if stored.get(ADMIN_USER):
                 return str(stored[ADMIN_USER])
         password = secrets.token_urlsafe(12)
-        path.write_text(json.dumps({ADMIN_USER: password}))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({ADMIN_USER: password}))
+        path.chmod(0o600)
         return password
 
     def _environment(self, airflow_db_uri: str) -> dict[str, str]:
@@ -187,6 +232,7 @@ class LiveStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                STACK_ID_ENV: self.stack_id,
                 "AIRFLOW_CONN_ACTIVATION_DB": uri_to_connection_json(self.activation_db_uri),
                 f"AIRFLOW_CONN_TELEGENCE_SP_{cfg.service_provider_id}": json.dumps(telegence),
                 "TELEGENCE_REPORTS_DIR": str(cfg.home / "reports"),
@@ -209,12 +255,25 @@ class LiveStack:
                 f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             )
 
+    def component_env(self, component: str) -> dict[str, str]:
+        """The environment of one component: connections (secrets) only where tasks run."""
+        env = {
+            k: v
+            for k, v in self.env.items()
+            if component in TASK_RUNNERS or not k.startswith(TASK_SECRETS_PREFIXES)
+        }
+        env[COMPONENT_ENV] = component
+        return env
+
     def _spawn(self, component: str) -> None:
+        args = [str(Path(sys.executable).parent / "airflow"), component]
+        if component in ("scheduler", "triggerer"):
+            args.append("--skip-serve-logs")  # no log server: nothing listens beyond loopback
         log = (self.logs_dir / f"{component}.log").open("ab")
         try:
             self.processes[component] = subprocess.Popen(
-                [str(Path(sys.executable).parent / "airflow"), component],
-                env=self.env,
+                args,
+                env=self.component_env(component),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -222,6 +281,125 @@ class LiveStack:
             )
         finally:
             log.close()
+        self._sessions[self.processes[component].pid] = component
+        self._started_at[component] = time.monotonic()
+        self.status[component] = "up"
+
+    # ------------------------------------------------------------------------------ supervision
+
+    def _say(self, text: str) -> None:
+        print(f"stack: {text}", file=sys.stderr, flush=True)
+
+    def _supervise(self) -> None:
+        while not self._stop_supervisor.wait(1.0):
+            try:
+                with self._lock:
+                    if self._stop_supervisor.is_set():
+                        return
+                    self._check_database()
+                    for component in AIRFLOW_COMPONENTS:
+                        self._check_component(component)
+            except Exception as exc:  # the supervisor must outlive anything it watches
+                self._say(f"supervisor error (carrying on): {exc!r}")
+
+    def _check_database(self) -> None:
+        if self.config.db_server_uri is not None or embedded_running(self.config.pgdata):
+            if self.status.get("postgres", "up") != "up":
+                self._say("embedded PostgreSQL is up again")
+            self.status["postgres"] = "up"
+            return
+        now = time.monotonic()
+        if now < self._db_hold_until:
+            self.status["postgres"] = "down (held)"
+            return
+        self.status["postgres"] = "restarting (the server process is gone)"
+        self._say("embedded PostgreSQL is down; starting it again")
+        try:
+            restart_embedded(self.config.pgdata)
+        except Exception as exc:
+            self._say(f"embedded PostgreSQL did not start yet: {exc!r}")
+            return
+        self.status["postgres"] = "up"
+        self._say("embedded PostgreSQL restarted")
+
+    def hold_database(self, seconds: float) -> None:
+        """Leave the embedded PostgreSQL down for ``seconds`` if it dies (for fault injection)."""
+        self._db_hold_until = time.monotonic() + seconds
+
+    def _check_component(self, component: str) -> None:
+        now = time.monotonic()
+        process = self.processes.get(component)
+        if process is not None and process.poll() is None:
+            if now - self._started_at.get(component, now) > STABLE_AFTER:
+                self._backoff[component] = BACKOFF_FIRST
+            return
+        if process is not None:  # it has just exited
+            code = process.returncode
+            self.processes.pop(component, None)
+            ended = self._end_processes(component)
+            delay = self._backoff.get(component, BACKOFF_FIRST)
+            self._backoff[component] = min(delay * 2, BACKOFF_MAX)
+            self._next_start[component] = now + delay
+            why = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+            self.status[component] = f"restarting ({why})"
+            self._say(
+                f"airflow {component} exited ({why}); ended {ended} process(es) it left; restarting in "
+                f"{delay:.0f} s (log: {self.logs_dir / (component + '.log')})"
+            )
+            return
+        if now >= self._next_start.get(component, 0.0):
+            self.restarts[component] = self.restarts.get(component, 0) + 1
+            self._spawn(component)
+            self._say(f"airflow {component} started again (restart {self.restarts[component]})")
+
+    def restart(self, component: str) -> None:
+        """End one component and everything it started, and start it again now."""
+        with self._lock:
+            process = self.processes.pop(component, None)
+            if process is not None and process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with suppress(subprocess.TimeoutExpired):
+                    process.wait(20)
+            self._end_processes(component)
+            self._spawn(component)
+
+    def stack_processes(self, component: str | None = None) -> list[Any]:
+        """Every live process of this stack (of one component, if given), from the process table,
+        whoever its parent is now: in the session of a component the stack started, or carrying the
+        stack's id in its environment (which a process renaming itself with setproctitle may hide)."""
+        import psutil
+
+        sessions = {sid for sid, name in self._sessions.items() if component in (None, name)}
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            if proc.pid == os.getpid():
+                continue
+            try:
+                if os.getsid(proc.pid) in sessions:
+                    found.append(proc)
+                    continue
+                environ = proc.environ()
+            except (psutil.Error, OSError):
+                continue
+            if environ.get(STACK_ID_ENV) == self.stack_id and component in (None, environ.get(COMPONENT_ENV)):
+                found.append(proc)
+        return found
+
+    def _end_processes(self, component: str | None = None, grace: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL after ``grace`` s, every process of the stack (or of one component)."""
+        import psutil
+
+        procs = self.stack_processes(component)
+        for proc in procs:
+            with suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for proc in alive:
+            with suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=grace)
+        return len(procs)
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -262,21 +440,32 @@ class LiveStack:
     # ------------------------------------------------------------------------------------ stop
 
     def stop(self) -> None:
-        """End every process the stack started (Airflow components, their workers, the simulator)."""
-        for process in self.processes.values():
-            if process.poll() is None:
+        """End every process the stack started and every process those started (executor workers,
+        orphans of a killed component), the simulator, and the embedded server it started."""
+        self._stop_supervisor.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(30)
+        self._supervisor = None
+        with self._lock:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    with suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for process in self.processes.values():
+                with suppress(subprocess.TimeoutExpired):
+                    process.wait(max(0.1, deadline - time.monotonic()))
                 with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in self.processes.values():
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.1, deadline - time.monotonic()))
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # leftovers of the group (executor workers)
-        self.processes.clear()
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
-        if self._started_embedded:  # leave a server that was already running as we found it
-            stop_embedded()
-            self._started_embedded = False
+                    os.killpg(process.pid, signal.SIGKILL)  # leftovers of the group (executor workers)
+            self.processes.clear()
+            if self.env:
+                self._end_processes()  # whatever carries the stack's id: orphans reparented to init
+            for component in AIRFLOW_COMPONENTS:
+                if component in self.status:
+                    self.status[component] = "stopped"
+            if self.simulator is not None:
+                self.simulator.stop()
+                self.simulator = None
+            if self._started_embedded:  # leave a server that was already running as we found it
+                stop_embedded(self.config.pgdata)
+                self._started_embedded = False

