@@ -127,13 +127,15 @@ class PrepareBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             reason = str(problem)
             self.log.error("%s: failing %d device(s) of bulk change %s", reason, len(unfinished), bc_id)
             with self.transaction() as conn:
-                # Only devices never sent: lines the carrier already works on are left to the sensors.
+                # Only devices never sent: lines the carrier already works on, or may have taken
+                # (UNKNOWN), are left to the sensors.
                 repo.fail_unfinished(
                     conn,
                     bc_id,
                     reason=reason,
                     description=f"{DESC_ACTIVATE}: credentials",
                     step_filter=repo.STEP_ACTIVATE,
+                    status_filter="NEW",
                 )
                 repo.set_bulk_change_status(conn, bc_id, "ERROR", reason)
             return []
