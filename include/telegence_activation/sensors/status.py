@@ -53,6 +53,9 @@ class _BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
     )
     step: str
     description: str
+    unknown_step: str  # where a device whose write answer was lost waits (status UNKNOWN)
+    deadline_reason: str  # "{deadline}" is filled in
+    unknown_deadline_reason: str
 
     def __init__(
         self,
@@ -116,10 +119,27 @@ class _BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         return True
 
     def waiting(self, conn: Any, bc_id: int) -> bool:
-        return repo.any_at_step(conn, bc_id, self.step)
+        """Devices waiting at this step, or whose write answer was lost at the step before."""
+        return repo.any_at_step(conn, bc_id, self.step) or repo.any_at_step(
+            conn, bc_id, self.unknown_step, "UNKNOWN"
+        )
 
     def fail_at_deadline(self, conn: Any, bc_id: int, deadline: str) -> int:
-        raise NotImplementedError
+        """End ERROR, with the reason, every device still waiting (or unknown) at the deadline."""
+        return sum(
+            repo.fail_unfinished(
+                conn,
+                bc_id,
+                reason=reason.format(deadline=deadline),
+                description=f"{self.description}: deadline",
+                step_filter=step,
+                status_filter=status,
+            )
+            for step, status, reason in (
+                (self.step, None, self.deadline_reason),
+                (self.unknown_step, "UNKNOWN", self.unknown_deadline_reason),
+            )
+        )
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         raise NotImplementedError
@@ -142,30 +162,12 @@ class ActivationStatusSensor(_BulkChangeSensor):
 
     step = repo.STEP_WAIT_ACTIVATION
     description = "Telegence New Service Activation: Activation Status"
-
-    def waiting(self, conn: Any, bc_id: int) -> bool:
-        return repo.any_at_step(conn, bc_id, self.step) or repo.any_at_step(
-            conn, bc_id, repo.STEP_ACTIVATE, "UNKNOWN"
-        )
-
-    def fail_at_deadline(self, conn: Any, bc_id: int, deadline: str) -> int:
-        pending = repo.fail_unfinished(
-            conn,
-            bc_id,
-            reason=f"activation not confirmed by the carrier before the deadline ({deadline})",
-            description=f"{self.description}: deadline",
-            step_filter=self.step,
-        )
-        unknown = repo.fail_unfinished(
-            conn,
-            bc_id,
-            reason=f"{OUTCOME_UNKNOWN}: activation answer lost and not reconciled before the deadline "
-            f"({deadline}); the carrier may have taken the SIM: retry-failed reconciles it, never twice",
-            description=f"{self.description}: deadline",
-            step_filter=repo.STEP_ACTIVATE,
-            status_filter="UNKNOWN",
-        )
-        return pending + unknown
+    unknown_step = repo.STEP_ACTIVATE
+    deadline_reason = "activation not confirmed by the carrier before the deadline ({deadline})"
+    unknown_deadline_reason = (
+        f"{OUTCOME_UNKNOWN}: activation answer lost and not reconciled before the deadline ({{deadline}}); "
+        "the carrier may have taken the SIM: retry-failed reconciles it, never twice"
+    )
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         self._reconcile_unknown(bc_id, bulk_change, context)
@@ -278,30 +280,12 @@ class IPProvisioningStatusSensor(_BulkChangeSensor):
 
     step = repo.STEP_CHECK_IP
     description = "Telegence Static IP Provisioning: Check Status"
-
-    def waiting(self, conn: Any, bc_id: int) -> bool:
-        return repo.any_at_step(conn, bc_id, self.step) or repo.any_at_step(
-            conn, bc_id, repo.STEP_REQUEST_IP, "UNKNOWN"
-        )
-
-    def fail_at_deadline(self, conn: Any, bc_id: int, deadline: str) -> int:
-        checking = repo.fail_unfinished(
-            conn,
-            bc_id,
-            reason=f"IP provisioning not confirmed by the carrier before the deadline ({deadline})",
-            description=f"{self.description}: deadline",
-            step_filter=self.step,
-        )
-        unknown = repo.fail_unfinished(
-            conn,
-            bc_id,
-            reason=f"{OUTCOME_UNKNOWN}: static IP provisioning answer lost and not reconciled before the "
-            f"deadline ({deadline}); retry-failed asks the carrier before submitting again",
-            description=f"{self.description}: deadline",
-            step_filter=repo.STEP_REQUEST_IP,
-            status_filter="UNKNOWN",
-        )
-        return checking + unknown
+    unknown_step = repo.STEP_REQUEST_IP
+    deadline_reason = "IP provisioning not confirmed by the carrier before the deadline ({deadline})"
+    unknown_deadline_reason = (
+        f"{OUTCOME_UNKNOWN}: static IP provisioning answer lost and not reconciled before the deadline "
+        "({deadline}); retry-failed asks the carrier before submitting again"
+    )
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         with self.transaction() as conn:
