@@ -238,9 +238,7 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                         status = "PENDING"
                     except (ValueError, AttributeError) as exc:
                         status = "UNKNOWN"
-                        problem = (
-                            f"IP provisioning answer unreadable ({exc}); outcome unknown until reconciled"
-                        )
+                        problem = f"{OUTCOME_UNKNOWN}: static IP provisioning answer unreadable ({exc})"
                 updates: list[repo.DeviceUpdate] = []
                 audit: list[repo.AuditRow] = []
                 for d, subscriber in chunk:
