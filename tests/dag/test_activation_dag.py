@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
 
 import pytest
 from conftest import (
@@ -420,41 +419,11 @@ def test_the_app_secret_never_reaches_audit_rows_xcom_or_the_report(
 
 
 def test_customer_is_notified_through_the_webhook_connection(
-    carrier, make_bulk_change, run_dag, db, monkeypatch
+    carrier, make_bulk_change, run_dag, db, webhook
 ) -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(
-                {"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))}
-            )
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_TELEGENCE_NOTIFY",
-            json.dumps(
-                {
-                    "conn_type": "http",
-                    "host": f"http://127.0.0.1:{server.server_port}",
-                    "extra": {"endpoint": "/hooks/bc"},
-                }
-            ),
-        )
-        bc = make_bulk_change(4, static_ip_every=0, customer_name="ACME IoT", notify_to="ops@acme.example")
-        run_dag(bc.id)
-    finally:
-        server.shutdown()
+    bc = make_bulk_change(4, static_ip_every=0, customer_name="ACME IoT", notify_to="ops@acme.example")
+    run_dag(bc.id)
+    received = webhook.received
     assert len(received) == 1
     assert received[0]["path"] == "/hooks/bc"
     body = received[0]["body"]
