@@ -1,10 +1,12 @@
 """TelegenceHook: the Telegence mobility API over the http provider's HttpHook and connection.
 
-Connection (type ``http``): ``host`` = base URL (``http://127.0.0.1:8089`` or a host name with
+Connection (type ``telegence``, registered by this package with its own form; an ``http``
+connection works too): ``host`` = base URL (``http://127.0.0.1:8089`` or a host name with
 ``schema`` = https), ``login`` = app-id, ``password`` = app-secret. Extras:
 
 - ``write_enabled`` (default true): false makes the account read-only; activation is refused.
-- ``paths``: overrides of the default paths (keys as in ``DEFAULT_PATHS``).
+- ``paths``: overrides of the default paths (keys as in ``DEFAULT_PATHS``), or one
+  ``path_<name>`` extra per path (the form's fields).
 - ``timeout`` (seconds per call, default 30), ``max_attempts`` (default 5), ``backoff_initial``
   (default 1 s), ``backoff_max`` (default 60 s), ``retry_after_max`` (default 120 s).
 
@@ -49,10 +51,24 @@ DEFAULT_PATHS: dict[str, str] = {
     "provisioning": "/sp/mobility/staticip/api/v1/provisioning",
     "provisioning_status": "/sp/mobility/staticip/api/v1/provisioning/status",
 }
+# The connection's extras, as fields of the Telegence connection form (see provider_info.py).
+CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
+    "write_enabled": {
+        "label": "Write enabled",
+        "description": "Off for a read-only account: activation and provisioning are refused.",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
+    "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
+    "max_attempts": {"label": "Attempts per call", "schema": {"type": ["integer", "null"], "default": 5}},
+    "backoff_initial": {"label": "First backoff (s)", "schema": {"type": ["number", "null"], "default": 1}},
+    "backoff_max": {"label": "Longest backoff (s)", "schema": {"type": ["number", "null"], "default": 60}},
+    "retry_after_max": {
+        "label": "Longest Retry-After (s)",
+        "schema": {"type": ["number", "null"], "default": 120},
+    },
+}
 # Extras this hook reads; HttpHook would otherwise send every unknown extra as a header.
-_OWN_EXTRAS = frozenset(
-    {"write_enabled", "paths", "max_attempts", "backoff_initial", "backoff_max", "retry_after_max", "sandbox"}
-)
+_OWN_EXTRAS = frozenset({*CONNECTION_FIELDS, "paths", "sandbox", *(f"path_{name}" for name in DEFAULT_PATHS)})
 
 
 class TelegenceAppAuth(AuthBase):
@@ -154,7 +170,7 @@ class TelegenceHook(HttpHook):
 
     conn_name_attr = "telegence_conn_id"
     default_conn_name = "telegence_default"
-    conn_type = "http"
+    conn_type = "telegence"
     hook_name = "Telegence"
 
     def __init__(
@@ -188,7 +204,9 @@ class TelegenceHook(HttpHook):
         return [password] if password else []
 
     def path(self, name: str, **args: str) -> str:
-        template = {**DEFAULT_PATHS, **(self._extras.get("paths") or {})}[name]
+        """An API path: extra ``paths`` (a mapping) or ``path_<name>`` (a form field), else the default."""
+        extras = self._extras
+        template = (extras.get("paths") or {}).get(name) or extras.get(f"path_{name}") or DEFAULT_PATHS[name]
         return template.format(**{k: requests.utils.quote(str(v), safe="") for k, v in args.items()})
 
     def _configure_session_from_extra(
