@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from telegence_activation.hooks.telegence import CONNECTION_FIELDS, DEFAULT_PATHS
+from telegence_activation.connection_spec import CONNECTION_FIELDS, DEFAULT_PATHS
 
 PACKAGE = "telegence-activation"
 INTEGRATION = "Telegence"

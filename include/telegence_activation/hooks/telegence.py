@@ -35,6 +35,7 @@ from tenacity import (
 )
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from telegence_activation.connection_spec import CONNECTION_FIELDS, DEFAULT_PATHS
 from telegence_activation.domain.activation import parse_activation_answer
 from telegence_activation.domain.http import (
     is_ambiguous_status,
@@ -43,30 +44,6 @@ from telegence_activation.domain.http import (
     retry_after_seconds,
 )
 
-DEFAULT_PATHS: dict[str, str] = {
-    "activate": "/sp/mobility/serviceactivation/api/v1/service",
-    "activation_status": "/sp/mobility/serviceactivation/api/v1/service/{request_id}",
-    "service": "/sp/mobility/lineconfig/api/v1/service/{subscriber_number}",
-    "reserve_ips": "/sp/mobility/staticip/api/v1/ipaddresses",
-    "provisioning": "/sp/mobility/staticip/api/v1/provisioning",
-    "provisioning_status": "/sp/mobility/staticip/api/v1/provisioning/status",
-}
-# The connection's extras, as fields of the Telegence connection form (see provider_info.py).
-CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
-    "write_enabled": {
-        "label": "Write enabled",
-        "description": "Off for a read-only account: activation and provisioning are refused.",
-        "schema": {"type": ["boolean", "null"], "default": True},
-    },
-    "timeout": {"label": "Timeout (s)", "schema": {"type": ["number", "null"], "default": 30}},
-    "max_attempts": {"label": "Attempts per call", "schema": {"type": ["integer", "null"], "default": 5}},
-    "backoff_initial": {"label": "First backoff (s)", "schema": {"type": ["number", "null"], "default": 1}},
-    "backoff_max": {"label": "Longest backoff (s)", "schema": {"type": ["number", "null"], "default": 60}},
-    "retry_after_max": {
-        "label": "Longest Retry-After (s)",
-        "schema": {"type": ["number", "null"], "default": 120},
-    },
-}
 # Extras this hook reads; HttpHook would otherwise send every unknown extra as a header.
 _OWN_EXTRAS = frozenset({*CONNECTION_FIELDS, "paths", "sandbox", *(f"path_{name}" for name in DEFAULT_PATHS)})
 
