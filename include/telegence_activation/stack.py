@@ -229,6 +229,9 @@ class LiveStack:
                 # A short idle sleep lets the scheduler queue the next mapped batch soon after one ends.
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(cfg.scheduler_idle_sleep),
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
+                # Tasks of a killed scheduler are reset by the orphan check; its default (300 s) left
+                # a run idle for five minutes after a scheduler kill (bench/faults.md).
+                "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
