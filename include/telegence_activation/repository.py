@@ -33,8 +33,6 @@ AUDIT_COLUMNS = (
     "bulk_change_id, device_change_id, step, description, request_text, response_text, "
     "response_status, has_errors, error_text, processed_by, carrier_write_id"
 )
-# Device statuses: OPEN ones still need work; UNKNOWN is a carrier write whose answer was lost.
-TERMINAL_STATUSES = ("PROCESSED", "ERROR", "API_FAILED")
 AUDIT_TEXT_LIMIT = 8000
 
 
