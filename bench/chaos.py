@@ -59,8 +59,8 @@ from telegence_activation.db.connection import (
     restart_embedded,
     stop_embedded,
 )
-from telegence_activation.simulator.launcher import start_simulator
 from telegence_activation.stack import DAG_ID, LiveStack, StackConfig
+from telegence_simulator.launcher import start_simulator
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the live tests' helpers: one way to create bulk changes and run the CLI

@@ -183,7 +183,7 @@ def main() -> int:
         parser.error("--url must be a loopback address")
 
     sys.path.insert(0, "include")
-    from telegence_activation.simulator.launcher import AdminClient, start_simulator
+    from telegence_simulator.launcher import AdminClient, start_simulator
 
     try:
         import uvloop

@@ -54,7 +54,7 @@ def test_every_service_the_stack_needs_is_there(compose: dict[str, Any]) -> None
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-worker"] == "celery worker"
     assert commands["airflow-triggerer"] == "triggerer"
-    assert "telegence_activation.simulator" in commands["telegence-simulator"]
+    assert "telegence_simulator" in commands["telegence-simulator"]
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-worker", "airflow-triggerer"):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
 
@@ -101,6 +101,4 @@ def test_mounts_and_build_context_point_at_paths_that_exist(compose: dict[str, A
 def test_simulator_scenario_named_in_compose_ships_with_the_package(compose: dict[str, Any]) -> None:
     command = compose["services"]["telegence-simulator"]["command"]
     scenario = command[command.index("--scenario") + 1]
-    assert (
-        REPO / "include" / "telegence_activation" / "simulator" / "scenarios" / f"{scenario}.yaml"
-    ).is_file()
+    assert (REPO / "include" / "telegence_simulator" / "scenarios" / f"{scenario}.yaml").is_file()

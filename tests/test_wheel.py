@@ -160,7 +160,7 @@ def _check_wheel_contents(wheel: Path) -> None:
         "telegence_activation/py.typed",
         "telegence_activation/provider_info.py",
         "telegence_activation/db/migrations/0001_activation_tables.sql",
-        "telegence_activation/simulator/scenarios/demo.yaml",
+        "telegence_simulator/scenarios/demo.yaml",
     ):
         assert required in names, f"{required} missing from the wheel"
     migrations = sorted(n for n in names if n.startswith("telegence_activation/db/migrations/"))

@@ -51,7 +51,7 @@ from telegence_activation.db.connection import (
     uri_to_connection_json,
 )
 from telegence_activation.db.migrate import migrate
-from telegence_activation.simulator.launcher import RunningSimulator, start_simulator
+from telegence_simulator.launcher import RunningSimulator, start_simulator
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The components that run tasks (LocalExecutor workers are forked by the scheduler): only they get

@@ -1,7 +1,7 @@
 """A real HTTP simulator of AT&T's Telegence mobility API (activation and static IP provisioning).
 
 Stand-alone: it imports nothing from the rest of the project; clients meet it only over HTTP.
-Run ``python -m telegence_activation.simulator --help`` or use :func:`start_simulator`.
+Run ``python -m telegence_simulator --help`` or use :func:`start_simulator`.
 """
 
 from __future__ import annotations

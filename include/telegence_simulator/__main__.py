@@ -1,4 +1,4 @@
-"""Command line: ``python -m telegence_activation.simulator --port 8089 [--scenario happy]``.
+"""Command line: ``python -m telegence_simulator --port 8089 [--scenario happy]``.
 
 The admin API (``/_admin/*`` except ``/_admin/health``) needs the ``X-Admin-Token`` header. The token
 comes from ``--admin-token``, else the ``TELEGENCE_SIMULATOR_ADMIN_TOKEN`` environment variable
@@ -23,7 +23,7 @@ from .server import ADMIN_TOKEN_ENV, Simulator, admin_token_problem, serve
 def build_parser() -> argparse.ArgumentParser:
     """The CLI argument parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m telegence_activation.simulator",
+        prog="python -m telegence_simulator",
         description="HTTP simulator of AT&T's Telegence mobility API (activation and static IP).",
     )
     parser.add_argument("--port", type=int, default=8089, help="TCP port; 0 picks a free one (default 8089)")

@@ -38,7 +38,7 @@ from .scenario import SCENARIO_DIR
 ADMIN_TOKEN_HEADER = "X-Admin-Token"
 ADMIN_TOKEN_ENV = "TELEGENCE_SIMULATOR_ADMIN_TOKEN"
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding telegence_activation/
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding telegence_simulator/
 _LIVE: weakref.WeakSet[RunningSimulator] = weakref.WeakSet()
 
 
@@ -222,7 +222,7 @@ def start_simulator(
     python: str | None = None,
     admin_token: str | None = None,
 ) -> RunningSimulator:
-    """Start ``python -m telegence_activation.simulator`` in a child process and wait until healthy.
+    """Start ``python -m telegence_simulator`` in a child process and wait until healthy.
 
     ``scenario`` is a built-in name, a YAML/JSON file, a mapping (same schema) or None (``happy``).
     ``port`` None or 0 picks a free port. ``admin_token`` None generates a random one; either way it
@@ -245,7 +245,7 @@ def start_simulator(
     cmd = [
         python or sys.executable,
         "-m",
-        "telegence_activation.simulator",
+        "telegence_simulator",
         "--host",
         host,
         "--port",

@@ -24,7 +24,7 @@ from .faults import FaultEngine, TokenBucket, echo_secret_body, malformed_body
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_errors, scenario_from_mapping
 from .state import Carrier, Clock
 
-log = logging.getLogger("telegence_activation.simulator")
+log = logging.getLogger("telegence_simulator")
 
 ACTIVATION_PATH = "/sp/mobility/serviceactivation/api/v1/service"
 LINECONFIG_PATH = "/sp/mobility/lineconfig/api/v1/service"

@@ -21,7 +21,7 @@ import pytest
 
 from telegence_activation.domain.intake import IntakeOptions, sample_rows
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
-from telegence_activation.simulator.launcher import RunningSimulator, start_simulator
+from telegence_simulator.launcher import RunningSimulator, start_simulator
 
 DAG_ID = "telegence_new_service_activation"
 APP_ID = "test-app-id"

@@ -22,7 +22,7 @@ from conftest import (
     telegence_conn,
 )
 
-from telegence_activation.simulator.launcher import RunningSimulator
+from telegence_simulator.launcher import RunningSimulator
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sim_testkit import BASE_SCENARIO, RO_APP_ID, RO_APP_SECRET, Tg
 
-from telegence_activation.simulator.launcher import AdminClient, RunningSimulator, start_simulator
+from telegence_simulator.launcher import AdminClient, RunningSimulator, start_simulator
 
 
 @pytest.fixture(scope="session")

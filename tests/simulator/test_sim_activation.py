@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sim_testkit import BAN, Tg, iccid, imei, item, items, luhn_valid, scenario
 
-from telegence_activation.simulator.launcher import AdminClient
+from telegence_simulator.launcher import AdminClient
 
 
 def test_activation_answer_shape(tg: Tg) -> None:

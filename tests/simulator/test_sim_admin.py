@@ -8,8 +8,8 @@ import pytest
 import requests
 from sim_testkit import Tg, iccid, item, scenario
 
-from telegence_activation.simulator.launcher import AdminClient, RunningSimulator
-from telegence_activation.simulator.scenario import ScenarioError, builtin_names, load_scenario
+from telegence_simulator.launcher import AdminClient, RunningSimulator
+from telegence_simulator.scenario import ScenarioError, builtin_names, load_scenario
 
 
 def test_health(sim: RunningSimulator, admin: AdminClient) -> None:

@@ -17,7 +17,7 @@ import pytest
 import requests
 from sim_testkit import APP_ID, APP_SECRET, Tg, iccid, scenario
 
-from telegence_activation.simulator.launcher import (
+from telegence_simulator.launcher import (
     ADMIN_TOKEN_ENV,
     ADMIN_TOKEN_HEADER,
     AdminClient,
@@ -145,7 +145,7 @@ def test_launcher_token_is_in_the_environment_not_on_the_command_line() -> None:
         token = sim.admin_token
         assert token and token != "chosen-token-for-this-test"
         cmdline = Path(f"/proc/{sim.pid}/cmdline").read_bytes()
-        assert b"telegence_activation.simulator" in cmdline
+        assert b"telegence_simulator" in cmdline
         assert token.encode() not in cmdline
         process = psutil.Process(sim.pid)
         assert not any(token in arg for arg in process.cmdline())
@@ -180,7 +180,7 @@ def _cli(tmp_path: Path, *extra: str, env_token: str | None = None) -> Iterator[
     cmd = [
         sys.executable,
         "-m",
-        "telegence_activation.simulator",
+        "telegence_simulator",
         "--port",
         "0",
         "--port-file",
@@ -253,7 +253,7 @@ def test_cli_flag_wins_over_the_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["", "has space", "caf\u00e9"])
 def test_cli_rejects_unusable_tokens(bad: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "telegence_activation.simulator", "--port", "0", "--admin-token", bad],
+        [sys.executable, "-m", "telegence_simulator", "--port", "0", "--admin-token", bad],
         capture_output=True,
         text=True,
         env=_env(None),

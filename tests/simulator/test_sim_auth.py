@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sim_testkit import ACTIVATE, APP_SECRET, IP_PROVISION, IP_RESERVE, LINECONFIG, Tg, items, scenario
 
-from telegence_activation.simulator.launcher import AdminClient, RunningSimulator
+from telegence_simulator.launcher import AdminClient, RunningSimulator
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sim_testkit import APP_ID, APP_SECRET, RO_APP_ID, RO_APP_SECRET, Tg, iccid, items, scenario
 
-from telegence_activation.simulator.faults import ECHO_NOTE, echo_secret_body
-from telegence_activation.simulator.launcher import AdminClient, RunningSimulator
-from telegence_activation.simulator.scenario import load_scenario
+from telegence_simulator.faults import ECHO_NOTE, echo_secret_body
+from telegence_simulator.launcher import AdminClient, RunningSimulator
+from telegence_simulator.scenario import load_scenario
 
 SECRET = "echo-S3cret_+/=.~!"  # distinctive, sent verbatim in the app-secret header
 ECHO_ID = "echo-app-id"

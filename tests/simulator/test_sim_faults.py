@@ -8,7 +8,7 @@ import pytest
 import requests
 from sim_testkit import Tg, iccid, item, items, scenario
 
-from telegence_activation.simulator.launcher import AdminClient
+from telegence_simulator.launcher import AdminClient
 
 
 def _faults(*rules: dict, **extra: object) -> dict:

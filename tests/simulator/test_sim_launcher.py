@@ -13,7 +13,7 @@ import pytest
 import requests
 from sim_testkit import Tg, items
 
-from telegence_activation.simulator.launcher import start_simulator
+from telegence_simulator.launcher import start_simulator
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 
@@ -72,7 +72,7 @@ def test_cli_rejects_invalid_scenario_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("faults:\n  - kind: latency\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "telegence_activation.simulator", "--port", "0", "--scenario", str(bad)],
+        [sys.executable, "-m", "telegence_simulator", "--port", "0", "--scenario", str(bad)],
         capture_output=True,
         text=True,
         env=_env(),
@@ -84,7 +84,7 @@ def test_cli_rejects_invalid_scenario_file(tmp_path: Path) -> None:
 
 def test_child_dies_when_parent_is_killed() -> None:
     code = (
-        "from telegence_activation.simulator.launcher import start_simulator\n"
+        "from telegence_simulator.launcher import start_simulator\n"
         "import time\n"
         "sim = start_simulator()\n"
         "print(sim.pid, flush=True)\n"

@@ -6,7 +6,7 @@ import ipaddress
 
 from sim_testkit import Tg, iccid, scenario
 
-from telegence_activation.simulator.launcher import AdminClient
+from telegence_simulator.launcher import AdminClient
 
 
 def _statuses(body: list[dict]) -> list[str]:

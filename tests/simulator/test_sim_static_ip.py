@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sim_testkit import IP_PROVISION, IP_STATUS, Tg, scenario
 
-from telegence_activation.simulator.launcher import AdminClient
+from telegence_simulator.launcher import AdminClient
 
 
 def _ips(response) -> list[str]:
