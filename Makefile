@@ -35,7 +35,7 @@ format: install
 	$(BIN)/ruff format .
 
 demo: install
-	$(BIN)/python -m telegence_activation.demo $(DEMO_ARGS)
+	$(BIN)/python -m telegence_local.demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -59,7 +59,7 @@ from telegence_activation.db.connection import (
     restart_embedded,
     stop_embedded,
 )
-from telegence_activation.stack import DAG_ID, LiveStack, StackConfig
+from telegence_local.stack import DAG_ID, LiveStack, StackConfig
 from telegence_simulator.launcher import start_simulator
 
 REPO = Path(__file__).resolve().parent.parent

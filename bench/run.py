@@ -41,7 +41,7 @@ from telegence_activation.api_client import run_id_for
 from telegence_activation.db.connection import activation_db_uri
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
-from telegence_activation.stack import LiveStack, StackConfig, ensure_database
+from telegence_local.stack import LiveStack, StackConfig, ensure_database
 
 ACTIVATION_CALL_S = 0.5
 ACTIVATION_ASYNC_S = 5.0

@@ -23,7 +23,7 @@ import pytest
 from telegence_activation.api_client import AirflowApiError, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
-from telegence_activation.stack import LiveStack, StackConfig
+from telegence_local.stack import LiveStack, StackConfig
 
 pytestmark = pytest.mark.timeout(900)
 

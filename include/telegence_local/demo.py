@@ -22,7 +22,7 @@ from telegence_activation import repository as repo
 from telegence_activation.api_client import DAG_ID, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
-from telegence_activation.stack import LiveStack, StackConfig
+from telegence_local.stack import LiveStack, StackConfig
 
 FINISHED = ("success", "failed")
 
