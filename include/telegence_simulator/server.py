@@ -20,9 +20,10 @@ from typing import Any
 from aiohttp import web
 
 from .checks import MAX_ITEMS, is_mdn, parse_activation
+from .clock import Clock
 from .faults import FaultEngine, TokenBucket, echo_secret_body, malformed_body
 from .scenario import Scenario, ScenarioError, load_scenario, scenario_errors, scenario_from_mapping
-from .state import Carrier, Clock
+from .state import Carrier
 
 log = logging.getLogger("telegence_simulator")
 
