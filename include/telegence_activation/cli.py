@@ -258,7 +258,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from telegence_activation import repository as repo
     from telegence_activation.db.connection import activation_db_uri
-    from telegence_activation.operators.finalize import CSV_COLUMNS
+    from telegence_activation.domain.report import CSV_COLUMNS
 
     with psycopg.connect(activation_db_uri()) as conn:
         _bulk_change_or_exit(conn, args.bulk_change_id)

@@ -11,6 +11,19 @@ TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED"})
 # Every reason for a device the carrier may have taken (an answer lost, never reconciled) starts so;
 # such a device is reported as "outcome unknown", never as failed.
 OUTCOME_UNKNOWN = "outcome unknown"
+# The columns of the per-device CSV report, in the order of ``repository.device_rows_for_export``'s rows.
+CSV_COLUMNS = (
+    "line_number",
+    "iccid",
+    "imei",
+    "status",
+    "step",
+    "subscriber_number",
+    "assigned_ip",
+    "activation_request_id",
+    "ip_batch_id",
+    "status_details",
+)
 
 
 def is_outcome_unknown(reason: str | None) -> bool:

@@ -16,7 +16,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID, data_dir
 from telegence_activation.domain.http import is_configuration_failure
-from telegence_activation.domain.report import build_report, final_status, outcome_key, unfinished
+from telegence_activation.domain.report import (
+    CSV_COLUMNS,
+    build_report,
+    final_status,
+    outcome_key,
+    unfinished,
+)
 from telegence_activation.exceptions import BulkChangeUnfinished, ConfigurationFailure, OutcomeUnknown
 from telegence_activation.notifiers.webhook import NOTIFY_CONN_ID, ActivationCompleteNotifier
 from telegence_activation.operators.base import BulkChangeTaskMixin
@@ -25,18 +31,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REPORTS_DIR_ENV = "TELEGENCE_REPORTS_DIR"
-CSV_COLUMNS = (
-    "line_number",
-    "iccid",
-    "imei",
-    "status",
-    "step",
-    "subscriber_number",
-    "assigned_ip",
-    "activation_request_id",
-    "ip_batch_id",
-    "status_details",
-)
 
 
 def reports_dir() -> Path:
