@@ -13,21 +13,20 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule
 
-from telegence_activation.operators.activation import (
-    ActivateBatchOperator,
-    PlanStaticIPOperator,
-    PrepareBulkChangeOperator,
-    RemoveOfferingCodesOperator,
-)
+from telegence_activation.operators.activate import ActivateBatchOperator
 from telegence_activation.operators.finalize import FinalizeBulkChangeOperator
-from telegence_activation.operators.static_ip import RequestStaticIPsOperator
-from telegence_activation.sensors.status import (
-    MAX_CHECK_TIMEOUT_SECONDS,
-    ActivationStatusSensor,
-    IPProvisioningStatusSensor,
-)
+from telegence_activation.operators.offering_codes import RemoveOfferingCodesOperator
+from telegence_activation.operators.plan_static_ip import PlanStaticIPOperator
+from telegence_activation.operators.prepare import PrepareBulkChangeOperator
+from telegence_activation.operators.request_static_ips import RequestStaticIPsOperator
+from telegence_activation.sensors.activation_status import ActivationStatusSensor
+from telegence_activation.sensors.base import MAX_CHECK_TIMEOUT_SECONDS
+from telegence_activation.sensors.ip_provisioning_status import IPProvisioningStatusSensor
 
 CARRIER_POOL = "telegence_api"
+# Default seconds between checks: the sensors' poke interval at parse time and the params' defaults.
+ACTIVATION_CHECK_INTERVAL = 30
+IP_CHECK_INTERVAL = 60
 # Environment knobs for operators of the deployment (read from the environment, no I/O).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
 MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
@@ -82,7 +81,13 @@ with DAG(
             maximum=20,
             description="Batches each activate task instance sends (raise it for 10,000+ devices).",
         ),
-        "activation_check_interval_seconds": Param(30, type="integer", minimum=1, maximum=3600),
+        "activation_check_interval_seconds": Param(
+            ACTIVATION_CHECK_INTERVAL,
+            type="integer",
+            minimum=1,
+            maximum=3600,
+            description="Seconds between activation checks (the sensor's poke interval for this run).",
+        ),
         "activation_check_timeout_seconds": Param(
             3600,
             type="integer",
@@ -90,7 +95,13 @@ with DAG(
             maximum=MAX_CHECK_TIMEOUT_SECONDS,
             description="Deadline of the activation checks, from their first check (kept in the database).",
         ),
-        "ip_check_interval_seconds": Param(60, type="integer", minimum=1, maximum=3600),
+        "ip_check_interval_seconds": Param(
+            IP_CHECK_INTERVAL,
+            type="integer",
+            minimum=1,
+            maximum=3600,
+            description="Seconds between static IP checks (the sensor's poke interval for this run).",
+        ),
         "ip_check_timeout_seconds": Param(
             3600,
             type="integer",
@@ -131,6 +142,7 @@ with DAG(
         task_id="wait_for_activation",
         **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
+        poke_interval=ACTIVATION_CHECK_INTERVAL,  # what the serialized DAG shows; a run's param overrides
         check_interval_seconds="{{ params.activation_check_interval_seconds }}",
         check_timeout_seconds="{{ params.activation_check_timeout_seconds }}",
         pool=CARRIER_POOL,
@@ -160,6 +172,7 @@ with DAG(
         task_id="check_ip_provisioning",
         **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
+        poke_interval=IP_CHECK_INTERVAL,
         check_interval_seconds="{{ params.ip_check_interval_seconds }}",
         check_timeout_seconds="{{ params.ip_check_timeout_seconds }}",
         pool=CARRIER_POOL,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-import telegence_activation.operators.activation
+import telegence_activation.operators.activate
 import telegence_activation.operators.finalize
-import telegence_activation.operators.static_ip
-import telegence_activation.sensors.status  # noqa: F401
+import telegence_activation.operators.offering_codes
+import telegence_activation.operators.plan_static_ip
+import telegence_activation.operators.prepare
+import telegence_activation.operators.request_static_ips
+import telegence_activation.sensors.activation_status
+import telegence_activation.sensors.ip_provisioning_status  # noqa: F401
 
 
 class TelegencePreloadPlugin(AirflowPlugin):

@@ -50,14 +50,23 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": INTEGRATION,
                 "python-modules": [
-                    "telegence_activation.operators.activation",
-                    "telegence_activation.operators.static_ip",
+                    "telegence_activation.operators.prepare",
+                    "telegence_activation.operators.activate",
+                    "telegence_activation.operators.offering_codes",
+                    "telegence_activation.operators.plan_static_ip",
+                    "telegence_activation.operators.request_static_ips",
                     "telegence_activation.operators.finalize",
                 ],
             }
         ],
         "sensors": [
-            {"integration-name": INTEGRATION, "python-modules": ["telegence_activation.sensors.status"]}
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "telegence_activation.sensors.activation_status",
+                    "telegence_activation.sensors.ip_provisioning_status",
+                ],
+            }
         ],
         "hooks": [
             {

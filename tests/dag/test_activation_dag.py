@@ -345,7 +345,7 @@ def test_bad_conf_fails_at_once_and_touches_nothing(carrier, make_bulk_change, d
 def test_rerunning_activation_never_activates_twice(carrier, make_bulk_change, run_dag, dag, db) -> None:
     from datetime import UTC, datetime
 
-    from telegence_activation.operators.activation import ActivateBatchOperator
+    from telegence_activation.operators.activate import ActivateBatchOperator
 
     bc = make_bulk_change(12, static_ip_every=4)
     when = datetime.now(UTC)

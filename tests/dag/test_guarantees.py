@@ -32,8 +32,9 @@ from test_activation_dag import activations, calls, carrier_writes_received
 from telegence_activation import repository as repo
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, IntakeRejected, ingest_csv, write_sample_csv
-from telegence_activation.operators.activation import ActivateBatchOperator, PrepareBulkChangeOperator
-from telegence_activation.sensors.status import ActivationStatusSensor
+from telegence_activation.operators.activate import ActivateBatchOperator
+from telegence_activation.operators.prepare import PrepareBulkChangeOperator
+from telegence_activation.sensors.activation_status import ActivationStatusSensor
 
 pytestmark = pytest.mark.timeout(300)
 

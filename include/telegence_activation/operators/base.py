@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_TELEGENCE_CONN_ID = "telegence_default"
+DESC_ACTIVATE = "Telegence New Service Activation: Telegence API"
 
 
 def telegence_conn_id_for(service_provider_id: int, override: str | None = None) -> str:
@@ -151,6 +152,7 @@ class BulkChangeTaskMixin:
     activation_db_conn_id: str
     telegence_conn_id: str | None = None
     _db_hook: ActivationDbHook | None = None
+    _carrier_hooks: dict[tuple[int, bool, str | None], TelegenceHook] | None = None
 
     @property
     def bulk_change(self) -> int:
@@ -190,11 +192,15 @@ class BulkChangeTaskMixin:
         return bulk_change
 
     def carrier_hook(self, bulk_change: dict[str, Any], *, require_write: bool = True) -> TelegenceHook:
-        return telegence_hook_for(
-            int(bulk_change["service_provider_id"]),
-            require_write=require_write,
-            conn_id=self.telegence_conn_id,
-        )
+        """The carrier hook of the bulk change's service provider, built once per task instance."""
+        key = (int(bulk_change["service_provider_id"]), require_write, self.telegence_conn_id)
+        if self._carrier_hooks is None:
+            self._carrier_hooks = {}
+        if key not in self._carrier_hooks:
+            self._carrier_hooks[key] = telegence_hook_for(
+                key[0], require_write=require_write, conn_id=self.telegence_conn_id
+            )
+        return self._carrier_hooks[key]
 
     def write_log(self, context: Context) -> CarrierWriteLog:
         return CarrierWriteLog(self.db_hook, self.bulk_change, sent_by(context))

@@ -183,8 +183,7 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                     )
                 unavailable += sum(1 for u in updates if u.status == "API_FAILED")
                 with self.transaction() as conn:
-                    repo.update_devices(conn, updates)
-                    repo.write_audit(conn, audit)
+                    repo.record(conn, updates, audit)
         return unavailable
 
     def _submit(
@@ -271,8 +270,7 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                 submitted += len(chunk) if batch_id else 0
                 unsettled += sum(1 for u in updates if u.status in ("API_FAILED", "UNKNOWN"))
                 with self.transaction() as conn:
-                    repo.update_devices(conn, updates)
-                    repo.write_audit(conn, audit)
+                    repo.record(conn, updates, audit)
                     if status in ("ERROR", "API_FAILED"):  # a definite refusal or never sent: nothing taken
                         repo.mark_ip_submitted(conn, chunk_ids, submitted=False)
         return submitted, unsettled
@@ -341,7 +339,6 @@ def reconcile_ip_submissions(
             )
         )
     with task.transaction() as conn:
-        repo.update_devices(conn, updates)
-        repo.write_audit(conn, audit)
+        repo.record(conn, updates, audit)
         repo.mark_ip_submitted(conn, freed, submitted=False)
     return unknown

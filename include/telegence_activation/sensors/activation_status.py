@@ -1,0 +1,137 @@
+"""Step 1c: wait until every sent device is active (with its MDN) or rejected; reconcile lost answers."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from telegence_activation import repository as repo
+from telegence_activation.domain.activation import MalformedResponse, parse_activation_answer
+from telegence_activation.domain.report import OUTCOME_UNKNOWN
+from telegence_activation.exceptions import CredentialsProblem
+from telegence_activation.hooks.telegence import TelegenceHook
+from telegence_activation.operators.activate import ActivationSender
+from telegence_activation.sensors.base import BulkChangeSensor
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ActivationStatusSensor(BulkChangeSensor):
+    """Wait until every sent device is ``active`` with its MDN (PENDING at the next step) or
+    ``rejected`` (ERROR with the carrier's error).
+
+    Devices whose activation answer was lost (UNKNOWN) are reconciled here too: their items are
+    sent again, which the carrier answers with a 409 naming the request it already has (adopted
+    under the device's own billing account) or accepts as new; never activated twice. A request id
+    the carrier does not know (404) ends its devices ERROR, which ``retry-failed`` sends again.
+    """
+
+    step = repo.STEP_WAIT_ACTIVATION
+    description = "Telegence New Service Activation: Activation Status"
+    unknown_step = repo.STEP_ACTIVATE
+    deadline_reason = "activation not confirmed by the carrier before the deadline ({deadline})"
+    unknown_deadline_reason = (
+        f"{OUTCOME_UNKNOWN}: activation answer lost and not reconciled before the deadline ({{deadline}}); "
+        "the carrier may have taken the SIM: retry-failed reconciles it, never twice"
+    )
+
+    def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
+        self._reconcile_unknown(bc_id, bulk_change, context)
+        with self.transaction() as conn:
+            pending = repo.pending_activation_requests(conn, bc_id)
+        for request_id, devices in pending.items():
+            response = hook.activation_status(request_id)
+            updates: list[repo.DeviceUpdate] = []
+            request_text = f"GET {hook.path('activation_status', request_id=request_id)}"
+            if response.status == 404:
+                updates = [
+                    repo.DeviceUpdate(
+                        device_id,
+                        "ERROR",
+                        self.step,
+                        f"the carrier does not know activation request {request_id} (HTTP 404); "
+                        "retry-failed sends the SIM again (a SIM the carrier has is found through its 409 answer)",
+                    )
+                    for device_id in devices.values()
+                ]
+                self.record(
+                    bc_id,
+                    updates,
+                    [
+                        repo.audit_of(
+                            u,
+                            bc_id,
+                            description=self.description,
+                            request_text=request_text,
+                            response_text=response.text,
+                        )
+                        for u in updates
+                    ],
+                )
+                continue
+            if not response.ok:
+                self.log.warning(
+                    "Activation status of request %s: %s; next check", request_id, response.describe()
+                )
+                continue
+            try:
+                states = parse_activation_answer(response.body)
+            except MalformedResponse as exc:
+                self.log.warning(
+                    "Activation status of request %s unreadable (%s); next check", request_id, exc
+                )
+                continue
+            audit: list[repo.AuditRow] = []
+            for iccid, device_id in devices.items():
+                state = states.get(iccid)
+                if state is None or state.outcome == "pending":
+                    continue
+                if state.outcome == "active":
+                    update = repo.DeviceUpdate(
+                        device_id,
+                        "PENDING",
+                        repo.STEP_REMOVE_CODES,
+                        f"active, MDN {state.subscriber_number}",
+                        subscriber_number=state.subscriber_number,
+                        activated=True,
+                    )
+                else:
+                    update = repo.DeviceUpdate(
+                        device_id,
+                        "ERROR",
+                        self.step,
+                        f"activation rejected by the carrier: {state.error or 'no reason given'}",
+                    )
+                updates.append(update)
+                audit.append(
+                    repo.audit_of(
+                        update,
+                        bc_id,
+                        step=self.step,
+                        description=self.description,
+                        request_text=request_text,
+                        response_text=json.dumps(state.__dict__),
+                    )
+                )
+            self.record(bc_id, updates, audit)
+
+    def _reconcile_unknown(self, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
+        """Send again the devices whose activation answer was lost: the carrier's 409 settles them."""
+        with self.transaction() as conn:
+            batches = repo.unknown_activation_batches(conn, bc_id)
+            total = repo.next_batch_no(conn, bc_id)
+        if not batches:
+            return
+        try:
+            hook = self.carrier_hook(bulk_change)
+        except CredentialsProblem as problem:
+            self.log.warning("Cannot reconcile unknown activations of bulk change %s: %s", bc_id, problem)
+            return
+        sender = ActivationSender(self, hook, self.write_log(context))
+        try:
+            for batch_no in batches:
+                counts = sender.send_batch(bc_id, batch_no, total, context["run_id"])
+                self.log.info("Reconciled batch %d of bulk change %s: %s", batch_no + 1, bc_id, counts)
+        finally:
+            sender.close()
