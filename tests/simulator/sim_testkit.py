@@ -1,4 +1,7 @@
-"""Helpers for the simulator tests: Luhn-valid test devices and a tiny Telegence client."""
+"""Helpers for the simulator tests: Luhn-valid test devices and a tiny Telegence client.
+
+Luhn comes from the product (tests may import it; the simulator keeps its own in checks.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import time
 from typing import Any
 
 import requests
+
+from telegence_activation.domain.identifiers import luhn_check_digit
 
 ACTIVATE = "/sp/mobility/serviceactivation/api/v1/service"
 LINECONFIG = "/sp/mobility/lineconfig/api/v1/service"
@@ -43,34 +48,16 @@ def scenario(**overrides: Any) -> dict[str, Any]:
     return data
 
 
-def luhn_digit(body: str) -> str:
-    """The check digit that makes ``body + digit`` pass the Luhn check."""
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
-
-
-def luhn_valid(number: str) -> bool:
-    """True when ``number`` passes the Luhn check."""
-    return luhn_digit(number[:-1]) == number[-1]
-
-
 def iccid(n: int) -> str:
     """A valid 20-digit ICCID numbered ``n``."""
     body = f"8901410{n:012d}"
-    return body + luhn_digit(body)
+    return body + luhn_check_digit(body)
 
 
 def imei(n: int) -> str:
     """A valid 15-digit IMEI numbered ``n``."""
     body = f"35{n:012d}"
-    return body + luhn_digit(body)
+    return body + luhn_check_digit(body)
 
 
 def item(n: int, *, ban: str = BAN, extra: list[dict[str, str]] | None = None) -> dict[str, Any]:

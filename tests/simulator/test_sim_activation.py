@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sim_testkit import BAN, Tg, iccid, imei, item, items, luhn_valid, scenario
+from sim_testkit import BAN, Tg, iccid, imei, item, items, scenario
 
+from telegence_activation.domain.identifiers import luhn_valid
 from telegence_simulator.launcher import AdminClient
 
 
