@@ -4,6 +4,7 @@ Used by ``make demo``, the live end-to-end tests, the fault suite and the benchm
 as separate processes (api-server, scheduler, dag-processor, triggerer) with the LocalExecutor,
 its metadata in a database ``airflow`` on the same embedded PostgreSQL server as the activation
 tables (a real server, so the scheduler and the executor's workers can work concurrently).
+Settings and databases: :mod:`.config`; the supervisor: :mod:`.supervision`.
 
 **Supervised**: a thread restarts a component that exits (backoff 1 s doubling to 30 s, reset once
 it has stayed up a minute; a log line names it and why) and the embedded PostgreSQL server if it
@@ -26,93 +27,46 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import requests
 
 from telegence_activation.db.connection import (
-    data_dir,
     embedded_running,
     embedded_uri,
     project_root,
-    restart_embedded,
     stop_embedded,
     uri_to_connection_json,
 )
 from telegence_activation.db.migrate import migrate
 from telegence_simulator.launcher import RunningSimulator, start_simulator
 
-AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-# The components that run tasks (LocalExecutor workers are forked by the scheduler): only they get
-# the carrier and activation database connections.
-TASK_RUNNERS = frozenset({"scheduler"})
-# Every process the stack starts carries these in its environment (inherited by what it forks).
-STACK_ID_ENV = "TELEGENCE_STACK_ID"
-COMPONENT_ENV = "TELEGENCE_STACK_COMPONENT"
-TASK_SECRETS_PREFIXES = ("AIRFLOW_CONN_",)
-BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
-DAG_ID = "telegence_new_service_activation"
-POOL = "telegence_api"
-ADMIN_USER = "admin"
+from .config import (
+    ADMIN_USER,
+    AIRFLOW_COMPONENTS,
+    COMPONENT_ENV,
+    DAG_ID,
+    POOL,
+    STACK_ID_ENV,
+    TASK_RUNNERS,
+    TASK_SECRETS_PREFIXES,
+    StackConfig,
+    ensure_database,
+    free_port,
+    sqlalchemy_url,
+)
+from .supervision import StackSupervision
+
+__all__ = ["DAG_ID", "STACK_ID_ENV", "LiveStack", "StackConfig", "ensure_database", "free_port"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _with_database(uri: str, database: str) -> str:
-    return urlunsplit(urlsplit(uri)._replace(path=f"/{database}"))
-
-
-def _sqlalchemy_url(uri: str) -> str:
-    return "postgresql+psycopg" + uri[len("postgresql") :]
-
-
-def ensure_database(server_uri: str, name: str) -> str:
-    """Create database ``name`` on the server if missing; return its URI."""
-    with psycopg.connect(server_uri, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    return _with_database(server_uri, name)
-
-
-@dataclass
-class StackConfig:
-    """Where and how the stack runs."""
-
-    home: Path = field(default_factory=lambda: data_dir() / "airflow")
-    api_port: int | None = None
-    simulator_port: int | None = None
-    scenario: Mapping[str, Any] | str | None = "happy"
-    time_scale: float = 1.0
-    parallelism: int = 4
-    pool_slots: int = 4
-    scheduler_idle_sleep: float = 1.0
-    db_server_uri: str | None = None  # default: the embedded server
-    pgdata: Path | None = None  # the embedded server's folder (default: the project's .data/pgdata)
-    activation_database: str = "postgres"
-    airflow_database: str = "airflow"
-    app_id: str = "demo-app-id"
-    app_secret: str = "demo-app-secret"
-    service_provider_id: int = 1
-    extra_env: dict[str, str] = field(default_factory=dict)
-    supervise: bool = True
-
-
-class LiveStack:
+class LiveStack(StackSupervision):
     """Start and stop the whole local stack; talk to its REST API."""
 
     def __init__(self, config: StackConfig | None = None) -> None:
@@ -219,7 +173,7 @@ class LiveStack:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                     cfg.home / "simple_auth_manager_passwords.json"
                 ),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _sqlalchemy_url(airflow_db_uri),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(airflow_db_uri),
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__BASE_URL": self.api_url,
@@ -287,122 +241,6 @@ class LiveStack:
         self._sessions[self.processes[component].pid] = component
         self._started_at[component] = time.monotonic()
         self.status[component] = "up"
-
-    # ------------------------------------------------------------------------------ supervision
-
-    def _say(self, text: str) -> None:
-        print(f"stack: {text}", file=sys.stderr, flush=True)
-
-    def _supervise(self) -> None:
-        while not self._stop_supervisor.wait(1.0):
-            try:
-                with self._lock:
-                    if self._stop_supervisor.is_set():
-                        return
-                    self._check_database()
-                    for component in AIRFLOW_COMPONENTS:
-                        self._check_component(component)
-            except Exception as exc:  # the supervisor must outlive anything it watches
-                self._say(f"supervisor error (carrying on): {exc!r}")
-
-    def _check_database(self) -> None:
-        if self.config.db_server_uri is not None or embedded_running(self.config.pgdata):
-            if self.status.get("postgres", "up") != "up":
-                self._say("embedded PostgreSQL is up again")
-            self.status["postgres"] = "up"
-            return
-        now = time.monotonic()
-        if now < self._db_hold_until:
-            self.status["postgres"] = "down (held)"
-            return
-        self.status["postgres"] = "restarting (the server process is gone)"
-        self._say("embedded PostgreSQL is down; starting it again")
-        try:
-            restart_embedded(self.config.pgdata)
-        except Exception as exc:
-            self._say(f"embedded PostgreSQL did not start yet: {exc!r}")
-            return
-        self.status["postgres"] = "up"
-        self._say("embedded PostgreSQL restarted")
-
-    def hold_database(self, seconds: float) -> None:
-        """Leave the embedded PostgreSQL down for ``seconds`` if it dies (for fault injection)."""
-        self._db_hold_until = time.monotonic() + seconds
-
-    def _check_component(self, component: str) -> None:
-        now = time.monotonic()
-        process = self.processes.get(component)
-        if process is not None and process.poll() is None:
-            if now - self._started_at.get(component, now) > STABLE_AFTER:
-                self._backoff[component] = BACKOFF_FIRST
-            return
-        if process is not None:  # it has just exited
-            code = process.returncode
-            self.processes.pop(component, None)
-            ended = self._end_processes(component)
-            delay = self._backoff.get(component, BACKOFF_FIRST)
-            self._backoff[component] = min(delay * 2, BACKOFF_MAX)
-            self._next_start[component] = now + delay
-            why = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
-            self.status[component] = f"restarting ({why})"
-            self._say(
-                f"airflow {component} exited ({why}); ended {ended} process(es) it left; restarting in "
-                f"{delay:.0f} s (log: {self.logs_dir / (component + '.log')})"
-            )
-            return
-        if now >= self._next_start.get(component, 0.0):
-            self.restarts[component] = self.restarts.get(component, 0) + 1
-            self._spawn(component)
-            self._say(f"airflow {component} started again (restart {self.restarts[component]})")
-
-    def restart(self, component: str) -> None:
-        """End one component and everything it started, and start it again now."""
-        with self._lock:
-            process = self.processes.pop(component, None)
-            if process is not None and process.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                with suppress(subprocess.TimeoutExpired):
-                    process.wait(20)
-            self._end_processes(component)
-            self._spawn(component)
-
-    def stack_processes(self, component: str | None = None) -> list[Any]:
-        """Every live process of this stack (of one component, if given), from the process table,
-        whoever its parent is now: in the session of a component the stack started, or carrying the
-        stack's id in its environment (which a process renaming itself with setproctitle may hide)."""
-        import psutil
-
-        sessions = {sid for sid, name in self._sessions.items() if component in (None, name)}
-        found = []
-        for proc in psutil.process_iter(["pid"]):
-            if proc.pid == os.getpid():
-                continue
-            try:
-                if os.getsid(proc.pid) in sessions:
-                    found.append(proc)
-                    continue
-                environ = proc.environ()
-            except (psutil.Error, OSError):
-                continue
-            if environ.get(STACK_ID_ENV) == self.stack_id and component in (None, environ.get(COMPONENT_ENV)):
-                found.append(proc)
-        return found
-
-    def _end_processes(self, component: str | None = None, grace: float = 5.0) -> int:
-        """SIGTERM, then SIGKILL after ``grace`` s, every process of the stack (or of one component)."""
-        import psutil
-
-        procs = self.stack_processes(component)
-        for proc in procs:
-            with suppress(psutil.Error):
-                proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=grace)
-        for proc in alive:
-            with suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=grace)
-        return len(procs)
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
