@@ -41,6 +41,7 @@ from telegence_activation.api_client import run_id_for
 from telegence_activation.db.connection import activation_db_uri
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
+from telegence_activation.repository.records import error_class_of
 from telegence_local.stack import LiveStack, StackConfig, ensure_database
 
 ACTIVATION_CALL_S = 0.5
@@ -281,10 +282,14 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
     audit_rate = len(ids) / dag_way(False, 0)
     full_rate = 2 * len(ids) / dag_way(True, 1)  # an audit row and a status row per device
 
+    def audit_values(r: repo.AuditRow) -> tuple[Any, ...]:
+        # the columns repo.AUDIT_COLUMNS names: the row's fields, then its error class (as write_audit)
+        return (*astuple(r), error_class_of(r.error_text) if r.has_errors else None)
+
     # Raw COPY of the same audit rows, one statement, from a pre-rendered buffer.
     buffer = io.StringIO()
     for r in rows_audit:
-        fields = ["t" if f is True else "f" if f is False else f for f in astuple(r)]
+        fields = ["t" if f is True else "f" if f is False else f for f in audit_values(r)]
         buffer.write(
             "\t".join(
                 "\\N" if f is None else str(f).replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
@@ -309,8 +314,8 @@ def bench_db_writes(server_uri: str, rows: int, workdir: Path) -> dict[str, Any]
         for r in sample:
             conn.execute(
                 f"INSERT INTO activation.device_change_log ({repo.AUDIT_COLUMNS}) "
-                f"VALUES ({', '.join(['%s'] * len(astuple(r)))})",
-                astuple(r),
+                f"VALUES ({', '.join(['%s'] * len(audit_values(r)))})",
+                audit_values(r),
             )
     insert_rate = len(sample) / (time.perf_counter() - t)
     with psycopg.connect(server_uri, autocommit=True) as conn:
