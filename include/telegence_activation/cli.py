@@ -104,7 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
         "retry-failed", help="reset failed devices and rerun the bulk change's DAG run"
     )
     retry.add_argument("bulk_change_id", type=_positive_int)
+    which = retry.add_mutually_exclusive_group()
+    which.add_argument(
+        "--all", action="store_true", help="retry every failed device, whatever its error class"
+    )
+    which.add_argument(
+        "--class",
+        dest="error_class",
+        action="append",
+        choices=["retryable", "permanent", "needs_person", "unknown"],
+        help="retry failed devices of this error class (repeatable; default: retryable)",
+    )
     api_options(retry)
+
+    cancel = commands.add_parser(
+        "cancel", help="stop a bulk change: nothing more is sent; accepted lines finish (database)"
+    )
+    cancel.add_argument("bulk_change_id", type=_positive_int)
+    cancel.add_argument("--reason", required=True, help="why (recorded, reported, told to the customer)")
 
     db = commands.add_parser("db", help="activation database")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -284,57 +301,51 @@ def _retry_failed(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from telegence_activation import repository as repo
-    from telegence_activation.api_client import AirflowApiError, run_id_for
+    from telegence_activation import actions
     from telegence_activation.db.connection import activation_db_uri
 
     client = _client(args)
+    classes = actions.ERROR_CLASSES if args.all else tuple(args.error_class or actions.DEFAULT_RETRY_CLASSES)
     with psycopg.connect(activation_db_uri()) as conn:
-        bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
-        run_id = bulk_change["dag_run_id"] or run_id_for(args.bulk_change_id)
         try:
-            run = client.get_run(run_id)
-        except AirflowApiError as exc:
-            print(
-                f"error: run {run_id} of bulk change {args.bulk_change_id} not found: {exc}", file=sys.stderr
+            outcome = actions.retry_failed(
+                conn, client, args.bulk_change_id, by=getpass.getuser(), classes=tuple(classes)
             )
+        except actions.ActionRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
-        if run["state"] in ("queued", "running"):
-            print(f"error: run {run_id} is still {run['state']}; retry once it has finished", file=sys.stderr)
-            return 1
-        # Devices left unfinished (e.g. an earlier retry-failed whose clear did not go through)
-        # also need the run cleared.
-        unfinished = len(repo.unfinished_devices(conn, args.bulk_change_id))
-        reset = repo.reset_failed_devices(conn, args.bulk_change_id, f"retry-failed by {getpass.getuser()}")
-        retryable = len(repo.retryable_devices(conn, args.bulk_change_id))
-        if not reset and not retryable and not unfinished:
-            conn.rollback()
-            print(f"bulk change {args.bulk_change_id} has no failed device to retry")
-            return 0
+    print(outcome.message)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import getpass
+
+    import psycopg
+
+    from telegence_activation import actions
+    from telegence_activation.db.connection import activation_db_uri
+
+    with psycopg.connect(activation_db_uri()) as conn:
+        print(f"cancelling bulk change {args.bulk_change_id} (waits for activation calls in flight)...")
         try:
-            conn.commit()
-        except psycopg.errors.ExclusionViolation as exc:
-            print(
-                f"error: a failed device of bulk change {args.bulk_change_id} is open in another bulk change "
-                f"now ({exc.diag.message_detail}); nothing was reset",
-                file=sys.stderr,
-            )
+            outcome = actions.cancel(conn, args.bulk_change_id, by=getpass.getuser(), reason=args.reason)
+        except actions.ActionRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
-    # Clear the whole run: the rejected devices' tasks succeeded, so clearing only failed tasks
-    # would not reach them; every task is idempotent and only does what is left.
-    cleared = client.clear(run_id, only_failed=False)
-    parts = [f"reset {sum(reset.values())} failed device(s) for retry ({reset or {}})"]
-    if retryable:
-        parts.append(f"{retryable} API_FAILED device(s) to send again")
-    if unfinished:
-        parts.append(f"{unfinished} device(s) still in progress")
-    print(f"{'; '.join(parts)}; cleared {len(cleared)} task(s) of run {run_id}")
+    print(outcome.message)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"trigger": _trigger, "status": _status, "report": _report, "retry-failed": _retry_failed}
+    commands = {
+        "trigger": _trigger,
+        "status": _status,
+        "report": _report,
+        "retry-failed": _retry_failed,
+        "cancel": _cancel,
+    }
     if args.command in commands:
         return int(commands[args.command](args))
     if args.command == "bulk-change" and args.bulk_command == "create":

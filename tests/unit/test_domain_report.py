@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telegence_activation.domain.report import StepTime, build_report, final_status, unfinished
+from telegence_activation.domain.report import StepTime, build_report, final_status, outcome_key, unfinished
 
 T0 = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 
@@ -79,10 +79,41 @@ def test_build_report_keeps_rows_by_status_and_step_and_failures_by_reason() -> 
         {"status": "PROCESSED", "step": "ProvisionStaticIP", "devices": 1},
         {"status": "API_FAILED", "step": "ActivateDevice", "devices": 1},
     ]
-    assert report["failures_by_reason"] == [
-        {"status": "ERROR", "reason": "carrier refused the activation", "devices": 2},
-        {"status": "API_FAILED", "reason": "carrier unavailable", "devices": 1},
+    assert [(f["status"], f["reason"], f["devices"], f["class"]) for f in report["failures_by_reason"]] == [
+        ("ERROR", "carrier refused the activation", 2, "unknown"),
+        ("API_FAILED", "carrier unavailable", 1, "retryable"),
     ]
+    assert all(f["hint"] for f in report["failures_by_reason"])
+    assert report["failures_by_class"] == {"retryable": 1, "unknown": 2}
+    assert report["unknown_answers"] == ["carrier refused the activation"]
+
+
+def test_a_cancelled_bulk_change_counts_cancelled_devices_apart_from_failures() -> None:
+    report = build_report(
+        bulk_change={
+            "id": 7,
+            "service_provider_id": 3,
+            "status": "CANCELLED",
+            "cancel_requested_at": datetime(2026, 11, 30, 1, 0, tzinfo=UTC),
+            "cancelled_by": "alice",
+            "cancel_reason": "wrong rate plan",
+        },
+        by_status_step=[("PROCESSED", "Done", 3), ("CANCELLED", "ActivateDevice", 5)],
+        failures=[],
+        ips_assigned=0,
+        static_ip_requested=0,
+        step_times=[],
+        generated_at=datetime(2026, 11, 30, 2, 0, tzinfo=UTC),
+    )
+    assert (report["succeeded"], report["failed"], report["cancelled"]) == (3, 0, 5)
+    assert report["cancellation"] == {
+        "requested_at": "2026-11-30T01:00:00+00:00",
+        "by": "alice",
+        "reason": "wrong rate plan",
+    }
+    assert outcome_key(report).endswith(":cancelled=5")
+    assert final_status({"PROCESSED": 3, "CANCELLED": 5}, cancelled=True) == "CANCELLED"
+    assert final_status({"PROCESSED": 3}) == "PROCESSED"
 
 
 def test_build_report_header_and_static_ip() -> None:

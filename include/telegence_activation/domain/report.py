@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED"})
+from telegence_activation.domain.errors import classify
+
+TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED", "CANCELLED"})
 # Every reason for a device the carrier may have taken (an answer lost, never reconciled) starts so;
 # such a device is reported as "outcome unknown", never as failed.
 OUTCOME_UNKNOWN = "outcome unknown"
@@ -37,8 +39,11 @@ class StepTime:
     finished_at: datetime | None
 
 
-def final_status(status_counts: dict[str, int]) -> str:
-    """PROCESSED when every device is PROCESSED (or there are none), else ERROR."""
+def final_status(status_counts: dict[str, int], *, cancelled: bool = False) -> str:
+    """CANCELLED for a cancelled bulk change; else PROCESSED when every device is PROCESSED (or
+    there are none), else ERROR."""
+    if cancelled:
+        return "CANCELLED"
     failed = sum(n for s, n in status_counts.items() if s != "PROCESSED")
     return "ERROR" if failed else "PROCESSED"
 
@@ -65,6 +70,11 @@ def build_report(
     rows = list(by_status_step)
     failures = list(failures)
     unknown = sum(n for _s, reason, n in failures if is_outcome_unknown(reason))
+    classified = [(s, r, n, classify(r)) for s, r, n in failures]
+    by_class: dict[str, int] = {}
+    for _s, reason, n, found in classified:
+        if not is_outcome_unknown(reason):
+            by_class[found.error_class] = by_class.get(found.error_class, 0) + n
     status_step = [{"status": s, "step": st, "devices": n} for s, st, n in rows]
     by_status: dict[str, int] = {}
     for status, _step, count in rows:
@@ -89,11 +99,21 @@ def build_report(
         "generated_at": generated_at.isoformat(),
         "devices": total,
         "succeeded": by_status.get("PROCESSED", 0),
-        "failed": total - by_status.get("PROCESSED", 0) - unknown,
+        "failed": total - by_status.get("PROCESSED", 0) - unknown - by_status.get("CANCELLED", 0),
         "outcome_unknown": unknown,
         "by_status": dict(sorted(by_status.items())),
         "by_status_and_step": status_step,
-        "failures_by_reason": [{"status": s, "reason": r, "devices": n} for s, r, n in failures],
+        "cancelled": by_status.get("CANCELLED", 0),
+        "cancellation": _cancellation(bulk_change),
+        "failures_by_reason": [
+            {"status": s, "reason": r, "devices": n, "class": c.error_class, "key": c.key, "hint": c.hint}
+            for s, r, n, c in classified
+        ],
+        # Failures by class of the error catalogue (outcome unknown apart): retry-failed retries
+        # the retryable ones by default.
+        "failures_by_class": dict(sorted(by_class.items())),
+        # Answers the catalogue does not know yet: worth a look, and an entry.
+        "unknown_answers": [r for _s, r, _n, c in classified if c.error_class == "unknown"],
         "static_ip": {
             "requested": static_ip_requested,
             "assigned": ips_assigned,
@@ -105,10 +125,22 @@ def build_report(
     }
 
 
+def _cancellation(bulk_change: dict[str, Any]) -> dict[str, Any] | None:
+    requested = bulk_change.get("cancel_requested_at")
+    if requested is None:
+        return None
+    return {
+        "requested_at": requested.isoformat() if isinstance(requested, datetime) else str(requested),
+        "by": bulk_change.get("cancelled_by"),
+        "reason": bulk_change.get("cancel_reason"),
+    }
+
+
 def outcome_key(report: dict[str, Any]) -> str:
     """What the customer is told, as a key: one notification per distinct key."""
     return (
         f"{report['status']}:devices={report['devices']}:succeeded={report['succeeded']}"
         f":failed={report['failed']}:unknown={report.get('outcome_unknown', 0)}"
         f":ips={report['static_ip']['assigned']}"
+        + (f":cancelled={report['cancelled']}" if report.get("cancelled") else "")
     )

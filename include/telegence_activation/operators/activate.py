@@ -135,6 +135,17 @@ class ActivationSender:
         """Send one batch in one transaction (its devices locked); the counts of its outcomes."""
         log = self.task.log  # type: ignore[attr-defined]
         with self.task.transaction() as conn:
+            # Held until this batch is committed: a cancel waits for it, and a batch that starts
+            # after a cancel sees it and sends nothing.
+            state = repo.lock_for_sending(conn, bc_id)
+            if state is not None and state["cancel_requested_at"] is not None:
+                log.info(
+                    "Bulk change %s was cancelled by %s: batch %d not sent",
+                    bc_id,
+                    state["cancelled_by"],
+                    batch_no + 1,
+                )
+                return {}
             devices = repo.lock_batch(conn, bc_id, batch_no)
             if not devices:
                 log.info("Batch %d of bulk change %s has nothing (left) to send", batch_no + 1, bc_id)

@@ -88,8 +88,8 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
                     "change stays PROCESSING. Clear the failed task(s) of this run to resume (or run "
                     "'python -m telegence_activation retry-failed <bulk change id>')."
                 )
-            status = final_status(counts)
-            if bulk_change["status"] == "ERROR" and status != "ERROR":
+            status = final_status(counts, cancelled=bulk_change.get("cancel_requested_at") is not None)
+            if bulk_change["status"] == "ERROR" and status not in ("ERROR", "CANCELLED"):
                 status = "ERROR"  # failed before any device work (e.g. credentials): keep that reason
             failures = repo.failure_reasons(conn, bc_id)
             requested, assigned = repo.static_ip_counts(conn, bc_id)
@@ -208,6 +208,7 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             "total_devices_activated": report["succeeded"],
             "total_devices_failed": report["failed"],
             "total_devices_outcome_unknown": report["outcome_unknown"],
+            "total_devices_cancelled": report.get("cancelled", 0),
             "static_ips_assigned": report["static_ip"]["assigned"],
             "completed_at": report["generated_at"],
             "service_type": "Telegence Cellular with Static IP",

@@ -12,7 +12,8 @@ Callers use the package as a whole (``from telegence_activation import repositor
 - ``devices``: batches, the devices each step picks up, the CSV export;
 - ``step_timing``: step start/finish and the deadlines of the waiting steps;
 - ``carrier_writes``: the write-ahead record of carrier writes;
-- ``notifications``: customer notifications, once per outcome.
+- ``notifications``: customer notifications, once per outcome;
+- ``operations``: cancel (serialized with the activation senders) and dry-run plans.
 
 The step names are ``telegence_activation.domain.steps``'s, re-exported here.
 """
@@ -73,6 +74,13 @@ from telegence_activation.repository.notifications import (
     notified_outcomes,
     record_notification,
 )
+from telegence_activation.repository.operations import (
+    FINISHED_STATUSES,
+    get_plan,
+    lock_for_sending,
+    request_cancel,
+    save_plan,
+)
 from telegence_activation.repository.records import (
     AUDIT_COLUMNS,
     AUDIT_TEXT_LIMIT,
@@ -81,6 +89,7 @@ from telegence_activation.repository.records import (
     DeviceUpdate,
     audit_of,
     clip,
+    error_class_of,
     record,
     update_devices,
     write_audit,
@@ -97,6 +106,7 @@ __all__ = [
     "AUDIT_COLUMNS",
     "AUDIT_TEXT_LIMIT",
     "BULK_CHANGE_OVERRIDABLE",
+    "FINISHED_STATUSES",
     "OPEN_STATUSES",
     "PROCESSED_BY",
     "STEP_ACTIVATE",
@@ -119,13 +129,16 @@ __all__ = [
     "complete_carrier_write",
     "device_rows_for_export",
     "devices_at_step",
+    "error_class_of",
     "fail_unfinished",
     "failure_reasons",
     "finish_notification",
     "finish_step",
     "get_bulk_change",
+    "get_plan",
     "get_report",
     "lock_batch",
+    "lock_for_sending",
     "mark_ip_submitted",
     "next_batch_no",
     "notified_outcomes",
@@ -135,9 +148,11 @@ __all__ = [
     "record_carrier_write",
     "record_notification",
     "reopen_rounds",
+    "request_cancel",
     "reserved_not_used",
     "reset_failed_devices",
     "retryable_devices",
+    "save_plan",
     "save_report",
     "set_addition_bulk_change_status",
     "set_bulk_change_field",

@@ -4,6 +4,7 @@ the reset of failed devices for ``retry-failed`` (``activation.bulk_change`` and
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -35,7 +36,7 @@ def set_bulk_change_status(
                   processing_started_at = CASE WHEN %(status)s = 'PROCESSING'
                                                THEN COALESCE(processing_started_at, now())
                                                ELSE processing_started_at END,
-                  processed_at = CASE WHEN %(status)s IN ('PROCESSED', 'ERROR') THEN now() ELSE NULL END
+                  processed_at = CASE WHEN %(status)s IN ('PROCESSED', 'ERROR', 'CANCELLED') THEN now() ELSE NULL END
             WHERE id = %(id)s""",
         {"status": status, "details": details, "id": bulk_change_id},
     )
@@ -147,8 +148,14 @@ def get_report(conn: psycopg.Connection, bulk_change_id: int) -> dict[str, Any] 
     return row[0] if row else None
 
 
-def reset_failed_devices(conn: psycopg.Connection, bulk_change_id: int, operator: str) -> dict[str, int]:
-    """Put the ERROR devices of a bulk change back where a rerun picks them up; audit each.
+def reset_failed_devices(
+    conn: psycopg.Connection,
+    bulk_change_id: int,
+    operator: str,
+    only_reasons: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Put the ERROR devices of a bulk change (only those failed with one of ``only_reasons``, when
+    given) back where a rerun picks them up; audit each.
 
     Devices that failed to activate go back to NEW (a new activation request, planned again by the
     prepare step; a SIM the carrier did take is found through its 409 answer, never activated
@@ -162,7 +169,9 @@ def reset_failed_devices(conn: psycopg.Connection, bulk_change_id: int, operator
     rows = conn.execute(
         """WITH failed AS (
                SELECT id, step FROM activation.device_change
-                WHERE bulk_change_id = %(bc)s AND status = 'ERROR' FOR UPDATE),
+                WHERE bulk_change_id = %(bc)s AND status = 'ERROR'
+                  AND (%(reasons)s::text[] IS NULL OR status_details = ANY(%(reasons)s::text[]))
+                FOR UPDATE),
            reset AS (
                UPDATE activation.device_change d
                   SET status = CASE WHEN f.step = ANY(%(activation_steps)s) THEN 'NEW'
@@ -187,6 +196,7 @@ def reset_failed_devices(conn: psycopg.Connection, bulk_change_id: int, operator
         {
             "bc": bulk_change_id,
             "by": operator,
+            "reasons": list(only_reasons) if only_reasons is not None else None,
             "activation_steps": list(ACTIVATION_STEPS),
             "activate": STEP_ACTIVATE,
             "check_ip": STEP_CHECK_IP,

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 
 from telegence_activation.domain.activation import Batch
 from telegence_activation.domain.steps import ACTIVATION_STEPS, STEP_ACTIVATE, STEP_WAIT_ACTIVATION
-from telegence_activation.repository.records import PROCESSED_BY
+from telegence_activation.repository.records import PROCESSED_BY, error_class_of
 
 OPEN_STATUSES = ("NEW", "PENDING", "PROCESSING", "UNKNOWN", "API_FAILED")
 
@@ -130,7 +130,7 @@ def unknown_activation_batches(conn: psycopg.Connection, bulk_change_id: int) ->
 def unfinished_devices(conn: psycopg.Connection, bulk_change_id: int) -> list[int]:
     rows = conn.execute(
         """SELECT id FROM activation.device_change
-            WHERE bulk_change_id = %s AND status NOT IN ('PROCESSED', 'ERROR', 'API_FAILED')""",
+            WHERE bulk_change_id = %s AND status NOT IN ('PROCESSED', 'ERROR', 'API_FAILED', 'CANCELLED')""",
         (bulk_change_id,),
     ).fetchall()
     return [int(r[0]) for r in rows]
@@ -160,13 +160,15 @@ def fail_unfinished(
         """WITH failed AS (
                UPDATE activation.device_change
                   SET status = 'ERROR', status_details = %(reason)s, updated_at = now(), processed_at = now()
-                WHERE bulk_change_id = %(bc)s AND status NOT IN ('PROCESSED', 'ERROR', 'API_FAILED')
+                WHERE bulk_change_id = %(bc)s AND status NOT IN ('PROCESSED', 'ERROR', 'API_FAILED', 'CANCELLED')
                   AND (%(step)s::text IS NULL OR step = %(step)s::text)
                   AND (%(status)s::text IS NULL OR status = %(status)s::text)
             RETURNING id, step)
            INSERT INTO activation.device_change_log (bulk_change_id, device_change_id, step, description,
-                      request_text, response_text, response_status, has_errors, error_text, processed_by)
-           SELECT %(bc)s, id, step, %(description)s, NULL, NULL, 'ERROR', true, %(reason)s, %(by)s FROM failed
+                      request_text, response_text, response_status, has_errors, error_text, processed_by,
+                      error_class)
+           SELECT %(bc)s, id, step, %(description)s, NULL, NULL, 'ERROR', true, %(reason)s, %(by)s, %(class)s
+             FROM failed
            RETURNING 1""",
         {
             "reason": reason,
@@ -175,6 +177,7 @@ def fail_unfinished(
             "status": status_filter,
             "description": description,
             "by": PROCESSED_BY,
+            "class": error_class_of(reason),
         },
     ).fetchall()
     return len(rows)

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
 
+from telegence_activation.domain.errors import classify
+
 PROCESSED_BY = "telegence_new_service_activation"
-# The audit log's written columns, in the order of AuditRow's fields.
+# The audit log's written columns: AuditRow's fields in order, then the error class of its reason.
 AUDIT_COLUMNS = (
     "bulk_change_id, device_change_id, step, description, request_text, response_text, "
-    "response_status, has_errors, error_text, processed_by, carrier_write_id"
+    "response_status, has_errors, error_text, processed_by, carrier_write_id, error_class"
 )
 AUDIT_TEXT_LIMIT = 8000
+
+
+@lru_cache(maxsize=4096)
+def error_class_of(reason: str | None) -> str:
+    """The error catalogue's class of a failure reason (cached: a bulk change repeats few reasons)."""
+    return classify(reason).error_class
 
 
 def clip(text: str | None) -> str | None:
@@ -57,7 +66,7 @@ def audit_of(
     carrier_write_id: int | None = None,
 ) -> AuditRow:
     """The audit row recording one device update (an ERROR/API_FAILED update carries its reason)."""
-    failed = update.status in ("ERROR", "API_FAILED")
+    failed = update.status in ("ERROR", "API_FAILED", "CANCELLED")
     return AuditRow(
         bulk_change_id=bulk_change_id,
         device_change_id=update.device_change_id,
@@ -109,7 +118,7 @@ def update_devices(conn: psycopg.Connection, updates: Sequence[DeviceUpdate]) ->
                   offering_codes_removed_at = CASE WHEN u.offering_codes_removed THEN now()
                                                    ELSE d.offering_codes_removed_at END,
                   updated_at = now(),
-                  processed_at = CASE WHEN u.status IN ('PROCESSED', 'ERROR', 'API_FAILED') THEN now()
+                  processed_at = CASE WHEN u.status IN ('PROCESSED', 'ERROR', 'API_FAILED', 'CANCELLED') THEN now()
                                       ELSE d.processed_at END
              FROM unnest(%(device_change_id)s::bigint[], %(status)s::text[], %(step)s::text[],
                          %(status_details)s::text[], %(activation_request_id)s::text[],
@@ -131,7 +140,7 @@ def write_audit(conn: psycopg.Connection, rows: Sequence[AuditRow]) -> None:
         cur.copy(f"COPY activation.device_change_log ({AUDIT_COLUMNS}) FROM STDIN") as copy,
     ):
         for r in rows:
-            copy.write_row(astuple(r))
+            copy.write_row((*astuple(r), error_class_of(r.error_text) if r.has_errors else None))
 
 
 def record(conn: psycopg.Connection, updates: Sequence[DeviceUpdate], audit: Sequence[AuditRow]) -> None:
