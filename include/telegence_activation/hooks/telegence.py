@@ -12,7 +12,9 @@ connection works too): ``host`` = base URL (``http://127.0.0.1:8089`` or a host 
 
 Every call is retried on connection errors, timeouts, 5xx and 429 with exponential backoff and
 full jitter, honouring ``Retry-After``; other 4xx answers are returned at once. The app-secret is
-sent as a header, never logged, and redacted from any text this hook hands back.
+sent as a header, never logged, and redacted from any text this hook hands back. Every attempt's
+answer, 429, retry, malformed answer and exhausted call is counted through Airflow's Stats
+(``telegence.carrier.*``, see ``telegence_activation.metrics``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tenacity import (
 )
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from telegence_activation import metrics
 from telegence_activation.connection_spec import CONNECTION_FIELDS, DEFAULT_PATHS
 from telegence_activation.domain.activation import parse_activation_answer
 from telegence_activation.domain.http import (
@@ -216,6 +219,7 @@ class TelegenceHook(HttpHook):
         resend_ambiguous: bool = True,
         validate: Callable[[Any], object] | None = None,
         recorder: WriteRecorder | None = None,
+        endpoint: str | None = None,
     ) -> TelegenceResponse:
         """Send one request under the retry policy; never raises for HTTP or transport failures.
 
@@ -225,6 +229,7 @@ class TelegenceHook(HttpHook):
         :param validate: checks a 2xx body (raises ValueError when it is not what the contract
             promises); a malformed 2xx is retried like a 5xx.
         :param recorder: write-ahead record of every attempt (see ``WriteRecorder``).
+        :param endpoint: the endpoint's name in the metrics (``metrics.ENDPOINTS``; default ``other``).
         """
         extras = self._extras
         max_attempts = int(extras.get("max_attempts", 5))
@@ -252,6 +257,7 @@ class TelegenceHook(HttpHook):
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Retryable) and exc.wait is not None:
                 honoured += min(exc.wait, retry_after_max)  # only waits really slept count
+            metrics.carrier_retry(endpoint)
             self.log.warning(
                 "Telegence %s %s: %s (attempt %d of %d), retrying",
                 method,
@@ -272,6 +278,7 @@ class TelegenceHook(HttpHook):
             session = self._get_session()
             request = requests.Request(method, self.url_from_endpoint(path), json=json_body, headers=headers)
             token = recorder.sent(method, path, json_body, len(failures) + 1) if recorder else None
+            started = time.monotonic()
             try:
                 raw = self.run_and_check(
                     session,
@@ -283,10 +290,16 @@ class TelegenceHook(HttpHook):
                 reason = f"{type(exc).__name__}: {redact(str(exc), self.secrets)}"
                 if recorder:
                     recorder.answered(token, None, "", reason)
+                metrics.carrier_answer(
+                    endpoint,
+                    metrics.TIMEOUT if isinstance(exc, requests.Timeout) else metrics.CONNECTION_ERROR,
+                    time.monotonic() - started,
+                )
                 raise failed(reason, ambiguous=not _never_sent(exc)) from exc
             text = redact(raw.text, self.secrets)
             if recorder:
                 recorder.answered(token, raw.status_code, text, None)
+            metrics.carrier_answer(endpoint, raw.status_code, time.monotonic() - started)
             try:  # parse the redacted text, so a secret echoed by the carrier is gone from the body too
                 body = json.loads(text) if text else None
             except ValueError:
@@ -306,6 +319,7 @@ class TelegenceHook(HttpHook):
                 try:
                     validate(body)
                 except ValueError as exc:
+                    metrics.carrier_malformed(endpoint)
                     raise failed(
                         f"malformed HTTP {raw.status_code} answer: {exc}", response=result, ambiguous=True
                     ) from exc
@@ -325,6 +339,7 @@ class TelegenceHook(HttpHook):
             last = exc.response or TelegenceResponse(method, path, 0)
             last.error = exc.reason
             result = last
+            metrics.carrier_exhausted(endpoint)
         result.attempts = len(failures) + (0 if result.exhausted else 1)
         result.transient_failures = failures
         result.retry_after_honoured = honoured
@@ -347,13 +362,18 @@ class TelegenceHook(HttpHook):
             json_body=items,
             validate=parse_activation_answer,
             recorder=recorder,
+            endpoint="activate",
         )
 
     def activation_status(self, request_id: str) -> TelegenceResponse:
-        return self.call("GET", self.path("activation_status", request_id=request_id))
+        return self.call(
+            "GET", self.path("activation_status", request_id=request_id), endpoint="activation_status"
+        )
 
     def service_details(self, subscriber_number: str) -> TelegenceResponse:
-        return self.call("GET", self.path("service", subscriber_number=subscriber_number))
+        return self.call(
+            "GET", self.path("service", subscriber_number=subscriber_number), endpoint="service_details"
+        )
 
     def update_service(
         self, subscriber_number: str, body: dict[str, Any], *, recorder: WriteRecorder | None = None
@@ -364,6 +384,7 @@ class TelegenceHook(HttpHook):
             self.path("service", subscriber_number=subscriber_number),
             json_body=body,
             recorder=recorder,
+            endpoint="service_update",
         )
 
     def reserve_ips(
@@ -376,6 +397,7 @@ class TelegenceHook(HttpHook):
             json_body={"pdpName": pdp_name, "ipQuantity": quantity},
             resend_ambiguous=False,
             recorder=recorder,
+            endpoint="ip_reserve",
         )
 
     def submit_provisioning(
@@ -383,14 +405,24 @@ class TelegenceHook(HttpHook):
     ) -> TelegenceResponse:
         """Submit a provisioning batch; never resent after an ambiguous answer (reconcile by subscriber)."""
         return self.call(
-            "POST", self.path("provisioning"), json_body=body, resend_ambiguous=False, recorder=recorder
+            "POST",
+            self.path("provisioning"),
+            json_body=body,
+            resend_ambiguous=False,
+            recorder=recorder,
+            endpoint="ip_provision",
         )
 
     def provisioning_status(self, batch_id: str) -> TelegenceResponse:
-        return self.call("GET", self.path("provisioning_status"), headers={"batch-id": batch_id})
+        return self.call(
+            "GET", self.path("provisioning_status"), headers={"batch-id": batch_id}, endpoint="ip_status"
+        )
 
     def provisioning_status_of(self, subscriber_number: str) -> TelegenceResponse:
         """Provisioning status by subscriber number (404: nothing was ever submitted for it)."""
         return self.call(
-            "GET", self.path("provisioning_status"), headers={"subscriber-number": subscriber_number}
+            "GET",
+            self.path("provisioning_status"),
+            headers={"subscriber-number": subscriber_number},
+            endpoint="ip_status",
         )
