@@ -1,6 +1,6 @@
 """Telegence new service activation: one run per bulk change, triggered with the bulk change in its conf.
 
-prepare -> activate (mapped, one instance per batch of <= 200 devices) -> wait_for_activation
+plan -> unless_dry_run -> approve -> prepare -> activate (mapped, one instance per batch of <= 200 devices) -> wait_for_activation
 -> remove_offering_codes -> plan_static_ip -> request_static_ips -> check_ip_provisioning -> finalize
 
 Wiring only: the work lives in ``telegence_activation`` (operators, sensors, hooks, domain).
@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
+from telegence_activation.assets import BULK_CHANGE_FINISHED
 from telegence_activation.operators.activate import ActivateBatchOperator
+from telegence_activation.operators.approval import BulkChangeApprovalOperator
 from telegence_activation.operators.finalize import FinalizeBulkChangeOperator
 from telegence_activation.operators.offering_codes import RemoveOfferingCodesOperator
+from telegence_activation.operators.plan import PlanBulkChangeOperator, go_on_unless_dry_run
 from telegence_activation.operators.plan_static_ip import PlanStaticIPOperator
 from telegence_activation.operators.prepare import PrepareBulkChangeOperator
 from telegence_activation.operators.request_static_ips import RequestStaticIPsOperator
@@ -30,6 +34,7 @@ IP_CHECK_INTERVAL = 60
 # Environment knobs for operators of the deployment (read from the environment, no I/O).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
 MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
+APPROVAL_TIMEOUT = timedelta(hours=float(os.environ.get("TELEGENCE_APPROVAL_TIMEOUT_HOURS", "24")))
 # Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
 # the executor's "success" for one poke arrives after the next poke was queued (seen about once per
 # three reschedules at 5 s intervals). Every poke is idempotent and the step's deadline is kept in
@@ -54,6 +59,17 @@ with DAG(
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": 2.0},
     params={
         "bulk_change_id": Param(type="integer", minimum=1, description="The bulk change to run (required)."),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="Only plan: validate, check credentials read-only, write the plan; nothing is sent.",
+        ),
+        "approval_required_over": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="Ask a person to approve the plan above this many lines (0: never).",
+        ),
         "addition_bulk_change_id": Param(
             None,
             type=["null", "integer"],
@@ -119,6 +135,26 @@ with DAG(
         ),
     },
 ) as dag:
+    plan = PlanBulkChangeOperator(
+        task_id="plan",
+        **CONNECTIONS,
+        bulk_change_id="{{ params.bulk_change_id }}",
+        batch_size="{{ params.batch_size }}",
+        plan_only="{{ params.dry_run }}",
+    )
+    # A dry run ends here: every later task is skipped, whatever its trigger rule.
+    unless_dry_run = ShortCircuitOperator(
+        task_id="unless_dry_run",
+        python_callable=go_on_unless_dry_run,
+        ignore_downstream_trigger_rules=True,
+    )
+    approve = BulkChangeApprovalOperator(
+        task_id="approve",
+        activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],
+        bulk_change_id="{{ params.bulk_change_id }}",
+        approval_required_over="{{ params.approval_required_over }}",
+        response_timeout=APPROVAL_TIMEOUT,
+    )
     prepare = PrepareBulkChangeOperator(
         task_id="prepare",
         **CONNECTIONS,
@@ -182,13 +218,17 @@ with DAG(
     )
     finalize = FinalizeBulkChangeOperator(
         task_id="finalize",
+        outlets=[BULK_CHANGE_FINISHED],  # downstream DAGs (e.g. telegence_billing_export) run on it
         bulk_change_id="{{ params.bulk_change_id }}",
         activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],
         trigger_rule=TriggerRule.ALL_DONE,
     )
 
     (
-        prepare
+        plan
+        >> unless_dry_run
+        >> approve
+        >> prepare
         >> activate
         >> wait_for_activation
         >> remove_offering_codes

@@ -11,8 +11,10 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 import telegence_activation.operators.activate
+import telegence_activation.operators.approval
 import telegence_activation.operators.finalize
 import telegence_activation.operators.offering_codes
+import telegence_activation.operators.plan
 import telegence_activation.operators.plan_static_ip
 import telegence_activation.operators.prepare
 import telegence_activation.operators.request_static_ips

@@ -14,6 +14,11 @@ def run_id_for(bulk_change_id: int) -> str:
     return f"bulk_change__{bulk_change_id}"
 
 
+def dry_run_id_for(bulk_change_id: int, stamp: str) -> str:
+    """The run id of a dry run (any number of them; none owns the bulk change)."""
+    return f"bulk_change__{bulk_change_id}__dry_run__{stamp}"
+
+
 class AirflowApiError(RuntimeError):
     """A REST call answered with an error status."""
 
@@ -87,6 +92,18 @@ class AirflowClient:
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         )
         return list(reply["task_instances"])
+
+    def respond(
+        self, run_id: str, task_id: str, option: str, map_index: int = -1, dag_id: str = DAG_ID
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (e.g. the approval: "Approve" or "Reject") as this user."""
+        return dict(
+            self.request(
+                "PATCH",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+                json={"chosen_options": [option], "params_input": {}},
+            )
+        )
 
     def clear(
         self, run_id: str, task_ids: list[str] | None = None, *, only_failed: bool, dag_id: str = DAG_ID

@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     trigger = commands.add_parser("trigger", help="start the activation DAG for a bulk change (REST API)")
     trigger.add_argument("bulk_change_id", type=_positive_int)
+    trigger.add_argument(
+        "--dry-run", action="store_true", help="only plan (no carrier write; the bulk change stays NEW)"
+    )
+    trigger.add_argument(
+        "--approval-over",
+        type=int,
+        dest="approval_required_over",
+        metavar="N",
+        help="ask for approval in the Airflow UI when more than N lines would be sent",
+    )
     trigger.add_argument("--on-activation-failure", choices=["stop", "continue"])
     trigger.add_argument("--batch-size", type=_positive_int)
     trigger.add_argument(
@@ -201,12 +211,18 @@ def _bulk_change_or_exit(conn: Any, bulk_change_id: int) -> dict[str, Any]:
 
 
 def _trigger(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     import psycopg
 
-    from telegence_activation.api_client import AirflowApiError, run_id_for
+    from telegence_activation.api_client import AirflowApiError, dry_run_id_for, run_id_for
     from telegence_activation.db.connection import activation_db_uri
 
-    run_id = run_id_for(args.bulk_change_id)
+    run_id = (
+        dry_run_id_for(args.bulk_change_id, datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
+        if args.dry_run
+        else run_id_for(args.bulk_change_id)
+    )
     with psycopg.connect(activation_db_uri()) as conn:
         bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
     if bulk_change["status"] != "NEW":
@@ -217,8 +233,9 @@ def _trigger(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    conf: dict[str, Any] = {"bulk_change_id": args.bulk_change_id}
+    conf: dict[str, Any] = {"bulk_change_id": args.bulk_change_id, "dry_run": args.dry_run}
     for key in (
+        "approval_required_over",
         "on_activation_failure",
         "batch_size",
         "activation_check_interval_seconds",

@@ -50,6 +50,8 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": INTEGRATION,
                 "python-modules": [
+                    "telegence_activation.operators.plan",
+                    "telegence_activation.operators.approval",
                     "telegence_activation.operators.prepare",
                     "telegence_activation.operators.activate",
                     "telegence_activation.operators.offering_codes",

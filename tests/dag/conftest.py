@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from smtp_server import mailbox  # noqa: F401  (the real SMTP server fixture)
 
 from telegence_activation.domain.intake import IntakeOptions, sample_rows
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
@@ -30,6 +31,8 @@ APP_SECRET = "S3CRET-app-secret-7f3a9c"
 FAST_CHECKS = {"activation_check_interval_seconds": 1, "ip_check_interval_seconds": 1}
 # dag.test() keeps a run's conf in the DAG object's params, so every run states every knob.
 DEFAULT_CONF = {
+    "dry_run": False,
+    "approval_required_over": 0,
     "activation_db_conn_id": "activation_db",
     "telegence_conn_id": None,
     "batch_size": 200,

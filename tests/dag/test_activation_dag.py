@@ -431,7 +431,8 @@ def test_customer_is_notified_through_the_webhook_connection(
     assert body["total_devices_activated"] == 4 and body["total_devices_failed"] == 0
     assert body["status"] == "PROCESSED" and body["notify_to"] == "ops@acme.example"
     row = db.execute(
-        "SELECT channel, status, recipient FROM activation.notification WHERE bulk_change_id = %s", (bc.id,)
+        "SELECT channel, status, recipient FROM activation.notification WHERE bulk_change_id = %s AND channel = 'webhook'",
+        (bc.id,),
     ).fetchone()
     assert row == ("webhook", "SENT", "ops@acme.example")
 
@@ -442,6 +443,7 @@ def test_without_a_webhook_connection_the_notification_is_recorded_skipped(
     bc = make_bulk_change(2, static_ip_every=0)
     run_dag(bc.id)
     row = db.execute(
-        "SELECT status, error_text FROM activation.notification WHERE bulk_change_id = %s", (bc.id,)
+        "SELECT status, error_text FROM activation.notification WHERE bulk_change_id = %s AND channel = 'webhook'",
+        (bc.id,),
     ).fetchone()
     assert row == ("SKIPPED", "no connection telegence_notify configured")

@@ -59,7 +59,7 @@ def activation_sensor(bc_id: int, timeout: int = 3600) -> ActivationStatusSensor
 
 def notifications(db: psycopg.Connection, bc_id: int) -> list[tuple[str, bool]]:
     rows = db.execute(
-        "SELECT status, is_update FROM activation.notification WHERE bulk_change_id = %s ORDER BY id",
+        "SELECT status, is_update FROM activation.notification WHERE bulk_change_id = %s AND channel = 'webhook' ORDER BY id",
         (bc_id,),
     ).fetchall()
     return [(str(s), bool(u)) for s, u in rows]
@@ -94,7 +94,7 @@ def test_a_second_run_of_a_bulk_change_in_progress_fails_and_changes_nothing(
 
     assert run.state == "failed"
     states = task_states(run)
-    assert states["prepare"] == ["failed"]
+    assert states["plan"] == ["failed"]  # the first task refuses; nothing after it runs
     assert set(states["wait_for_activation"]) == {"failed"} and states["finalize"] == ["failed"]
     # Nothing changed: the owner's devices are still waiting, no audit row, no write, no report.
     assert (devices(db, bc.id), audit_count(db, bc.id), carrier_write_rows(db, bc.id)) == before
@@ -132,7 +132,7 @@ def test_a_finished_bulk_change_is_not_run_again(carrier, make_bulk_change, run_
 
     again = run_dag(bc.id)
 
-    assert again.state == "failed" and task_states(again)["prepare"] == ["failed"]
+    assert again.state == "failed" and task_states(again)["plan"] == ["failed"]
     assert (audit_count(db, bc.id), carrier_writes_received(carrier)) == before
     assert (
         db.execute(

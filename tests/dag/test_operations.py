@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 
 import psycopg
 import pytest
-from conftest import APP_SECRET, bulk_status, devices, scenario, statuses
-from test_activation_dag import calls
+from conftest import APP_SECRET, bulk_status, devices, scenario, statuses, task_states, telegence_conn
+from test_activation_dag import calls, carrier_writes_received
 
 from telegence_activation import actions
 from telegence_activation import repository as repo
@@ -189,3 +191,130 @@ def test_retry_failed_resets_the_retryable_class_by_default_and_everything_with_
     assert sum(second.details["reset"].values()) == 1 and second.details["left_out"] == 0
     assert devices(db, bc.id)[bc.iccids[0]]["status"] == "NEW"
     assert len(client.cleared) == 2
+
+
+def test_a_dry_run_plans_without_a_carrier_write_and_leaves_the_bulk_change_new(
+    carrier, make_bulk_change, run_dag, db
+) -> None:
+    bc = make_bulk_change(450, static_ip_every=3)
+    # One stored request the carrier would refuse: the dry run finds it.
+    db.execute(
+        """UPDATE activation.device_change
+              SET change_request = change_request #- '{TelegenceActivationRequest,service}'
+            WHERE iccid = %s""",
+        (bc.iccids[7],),
+    )
+    run = run_dag(bc.id, dry_run=True)
+    assert run.state == "success"
+    states = task_states(run)
+    assert states["plan"] == ["success"] and states["unless_dry_run"] == ["success"]
+    assert {s for task, ss in states.items() if task not in ("plan", "unless_dry_run") for s in ss} == {
+        "skipped"
+    }
+    # Nothing written to the carrier, nothing claimed, nothing changed.
+    assert carrier_writes_received(carrier) == 0
+    assert db.execute(
+        "SELECT count(*) FROM activation.carrier_write WHERE bulk_change_id = %s", (bc.id,)
+    ).fetchone() == (0,)
+    assert db.execute(
+        "SELECT status, dag_run_id FROM activation.bulk_change WHERE id = %s", (bc.id,)
+    ).fetchone() == ("NEW", None)
+    assert statuses(db, bc.id) == {"NEW": 450}
+    plan = repo.get_plan(db, bc.id)
+    assert plan is not None
+    assert (plan["to_send"], plan["batches"], plan["dry_run"]) == (450, 3, True)
+    assert plan["static_ip"]["devices"] == len(bc.static_ip_iccids)
+    assert sum(plan["static_ip"]["by_pdp"].values()) == len(bc.static_ip_iccids)
+    assert plan["credentials"].startswith("accepted")
+    assert plan["invalid_count"] == 1 and plan["invalid_requests"][0]["iccid"] == bc.iccids[7]
+    assert plan["problems"] == ["1 device(s) have a stored request the carrier would refuse"]
+
+
+def test_a_dry_run_reports_bad_credentials_from_a_read_only_call(
+    carrier, make_bulk_change, run_dag, db, monkeypatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_TELEGENCE_SP_1", telegence_conn(carrier, password="wrong-secret"))
+    bc = make_bulk_change(3, static_ip_every=0)
+    assert run_dag(bc.id, dry_run=True).state == "success"
+    plan = repo.get_plan(db, bc.id)
+    assert plan is not None
+    assert plan["credentials"].endswith("HTTP 401") and not plan["ok"]
+    assert "wrong-secret" not in json.dumps(plan)
+    assert carrier_writes_received(carrier) == 0
+
+
+def test_the_customer_gets_one_html_e_mail_per_outcome_and_the_report_is_written_as_html(
+    carrier, make_bulk_change, run_dag, db, mailbox
+) -> None:
+    from datetime import UTC, datetime
+
+    from telegence_activation.operators.finalize import report_paths
+
+    bc = make_bulk_change(5, static_ip_every=0, customer_name="ACME <IoT>", notify_to="ops@acme.example")
+    when = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+    assert run_dag(bc.id, as_run=when).state == "success"
+    assert run_dag(bc.id, as_run=when).state == "success"  # a clear of the whole run: same outcome
+    assert len(mailbox.messages) == 1
+    _sender, to, message = mailbox.messages[0]
+    assert to == ["ops@acme.example"]
+    assert message["Subject"] == f"Bulk change {bc.id}: PROCESSED — 5 of 5 lines activated"
+    rows = db.execute(
+        "SELECT channel, status FROM activation.notification WHERE bulk_change_id = %s ORDER BY channel",
+        (bc.id,),
+    ).fetchall()
+    assert rows == [("email", "SENT"), ("webhook", "SKIPPED")]
+    html = report_paths(bc.id)[0].with_suffix(".html").read_text()
+    assert "ACME &lt;IoT&gt;" in html and "<IoT>" not in html
+
+
+def test_a_finished_bulk_change_emits_its_asset_event_and_the_billing_export_runs_on_it(
+    carrier, make_bulk_change, run_dag, db
+) -> None:
+    import csv
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from telegence_activation.assets import BULK_CHANGE_FINISHED
+    from telegence_activation.operators.finalize import reports_dir
+
+    bc = make_bulk_change(6, static_ip_every=2)
+    carrier.admin.load_scenario(
+        scenario(outcomes=[{"kind": "reject_activation", "iccids": [bc.iccids[0]], "error": "no"}])
+    )
+    run = run_dag(bc.id, on_activation_failure="continue")
+    assert run.state == "success"
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == BULK_CHANGE_FINISHED.name, AssetEvent.source_run_id == run.run_id)
+            .all()
+        )
+        extras = [e.extra for e in events]
+    assert extras == [
+        {
+            "bulk_change_id": bc.id,
+            "service_provider_id": 1,
+            "status": "ERROR",
+            "devices": 6,
+            "succeeded": 5,
+            "failed": 1,
+            "outcome_unknown": 0,
+            "cancelled": 0,
+        }
+    ]
+    # The example consumer, run for that bulk change: the activated lines only, with MDN and IP.
+    billing = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag("telegence_billing_export")
+    assert billing is not None
+    assert BULK_CHANGE_FINISHED.name in repr(billing.timetable.asset_condition)  # scheduled on the asset
+    assert billing.test(run_conf={"bulk_change_id": bc.id}).state == "success"
+    with (reports_dir() / "billing" / f"bulk_change_{bc.id}.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    found = devices(db, bc.id)
+    assert sorted(r["iccid"] for r in rows) == sorted(
+        i for i in bc.iccids if found[i]["status"] == "PROCESSED"
+    )
+    assert all(r["subscriber_number"] for r in rows)
+    assert {r["static_ip"] for r in rows if r["iccid"] in bc.static_ip_iccids} != {""}

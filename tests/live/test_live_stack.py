@@ -183,8 +183,16 @@ def test_retry_failed_after_the_carrier_failure_is_lifted(stack: LiveStack, tmp_
     stack.client().trigger({"bulk_change_id": bc, **FAST}, run_id)
     assert wait_for_run(stack, run_id) == "success"
     assert statuses(stack, bc) == {"PROCESSED": 5, "ERROR": 1}
+    # The green run's note says what it hides (set by the package's DAG-run listener).
+    note = stack.client().get_run(run_id)["note"]
+    assert note.startswith(f"**Bulk change {bc}: ERROR**: 5 of 6 line(s) activated, 1 failed"), note
+    assert "permanent: activation rejected by the carrier: try later" in note
     stack.simulator.admin.load_scenario(SCENARIO, keep_state=True)  # the carrier is fixed
-    done = cli(stack, "retry-failed", str(bc))
+    # A carrier rejection is "permanent" in the error catalogue: the default retry leaves it alone.
+    default = cli(stack, "retry-failed", str(bc))
+    assert default.returncode == 0, default.stderr
+    assert "no failed device to retry" in default.stdout and "--all" in default.stdout
+    done = cli(stack, "retry-failed", str(bc), "--all")
     assert done.returncode == 0, done.stderr
     assert "reset 1 failed device(s)" in done.stdout
     # The clear put the run back to queued; wait on the devices, not on a clock.
@@ -211,3 +219,144 @@ def test_two_bulk_changes_run_at_the_same_time(stack: LiveStack, tmp_path: Path)
     assert statuses(stack, second) == {"PROCESSED": 40}
     counted = activations(stack)
     assert all(counted[i] == 1 for i in first_iccids + second_iccids)
+
+
+# ----------------------------------------------------------------------------- operations (issue 11)
+
+
+def task_state(stack: LiveStack, run_id: str, task_id: str) -> str | None:
+    for ti in stack.client().task_instances(run_id):
+        if ti["task_id"] == task_id:
+            return ti["state"]
+    return None
+
+
+def wait_for_task(stack: LiveStack, run_id: str, task_id: str, state: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if task_state(stack, run_id, task_id) == state:
+            return
+        time.sleep(1)
+    raise AssertionError(
+        f"{task_id} of {run_id} not {state} after {timeout} s: {task_state(stack, run_id, task_id)}"
+    )
+
+
+def writes_for(stack: LiveStack, iccids: list[str]) -> int:
+    counted = activations(stack)
+    return sum(int(counted.get(i, 0)) for i in iccids)
+
+
+def bulk_change_row(stack: LiveStack, bc: int) -> tuple[Any, ...]:
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        row = conn.execute(
+            "SELECT status, dag_run_id, cancelled_by, cancel_reason FROM activation.bulk_change WHERE id = %s",
+            (bc,),
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_a_big_bulk_change_waits_for_approval_in_the_ui(
+    stack: LiveStack, tmp_path: Path, answer: str
+) -> None:
+    bc, iccids = new_bulk_change(stack, tmp_path, 8, static_ip_every=0)
+    done = cli(stack, "trigger", str(bc), "--approval-over", "5", "--activation-check-interval", "2")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    wait_for_task(stack, run_id, "approve", "awaiting_input")
+    assert writes_for(stack, iccids) == 0  # nothing sent while the approval waits
+    detail = stack.client().request(
+        "GET",
+        f"/api/v2/dags/telegence_new_service_activation/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+    )
+    assert f"Approve bulk change {bc}: 8 line(s)" in detail["subject"]
+    assert "lines to activate: **8**" in detail["body"]
+    stack.client().respond(run_id, "approve", answer)
+    assert wait_for_run(stack, run_id) == "success"
+    if answer == "Approve":
+        assert statuses(stack, bc) == {"PROCESSED": 8}
+        assert all(activations(stack)[i] == 1 for i in iccids)
+    else:
+        assert statuses(stack, bc) == {"CANCELLED": 8}
+        assert writes_for(stack, iccids) == 0
+        status, _owner, by, reason = bulk_change_row(stack, bc)
+        assert (status, by) == ("CANCELLED", "admin")
+        assert reason == "approval rejected by admin in the Airflow UI"
+        assert task_state(stack, run_id, "activate") == "skipped"
+        note = stack.client().get_run(run_id)["note"]
+        assert (
+            note
+            == f"**Bulk change {bc}: CANCELLED**: cancelled by admin: approval rejected by admin in the Airflow UI"
+        )
+
+
+def test_a_dry_run_over_rest_writes_nothing_to_the_carrier(stack: LiveStack, tmp_path: Path) -> None:
+    assert stack.simulator is not None
+    bc, iccids = new_bulk_change(stack, tmp_path, 40)
+    before = stack.simulator.admin.counters(iccids=False)["calls"]
+    done = cli(stack, "trigger", str(bc), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    assert "__dry_run__" in run_id
+    assert wait_for_run(stack, run_id) == "success"
+    after = stack.simulator.admin.counters(iccids=False)["calls"]
+    for endpoint in ("activate", "service_update", "ip_reserve", "ip_provision"):
+        assert after.get(endpoint, {}) == before.get(endpoint, {}), endpoint
+    assert writes_for(stack, iccids) == 0
+    assert bulk_change_row(stack, bc)[:2] == ("NEW", None)
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        plan = conn.execute(
+            "SELECT plan FROM activation.bulk_change_plan WHERE bulk_change_id = %s", (bc,)
+        ).fetchone()
+    assert plan is not None and plan[0]["to_send"] == 40 and plan[0]["ok"] is True
+    # The real run is still possible after the dry run.
+    real = cli(stack, "trigger", str(bc), "--activation-check-interval", "2", "--ip-check-interval", "2")
+    assert real.returncode == 0, real.stderr
+    assert wait_for_run(stack, real.stdout.strip()) == "success"
+    assert statuses(stack, bc) == {"PROCESSED": 40}
+
+
+def test_cancel_while_batches_are_sent_stops_every_later_activation(stack: LiveStack, tmp_path: Path) -> None:
+    assert stack.simulator is not None
+    # Each activation POST takes 1 s at the carrier: batches are in flight when the cancel comes.
+    stack.simulator.admin.load_scenario(
+        {**SCENARIO, "faults": [{"endpoint": "activate", "kind": "latency", "seconds": 1.0}]}, keep_state=True
+    )
+    try:
+        bc, iccids = new_bulk_change(stack, tmp_path, 400, static_ip_every=4)
+        run_id = run_id_for(bc)
+        stack.client().trigger({"bulk_change_id": bc, "batch_size": 10, **FAST}, run_id)
+        with psycopg.connect(stack.activation_db_uri, autocommit=True) as conn:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM activation.carrier_write WHERE bulk_change_id = %s", (bc,)
+                ).fetchone()
+                if row and row[0] >= 3:
+                    break
+                time.sleep(0.2)
+        done = cli(stack, "cancel", str(bc), "--reason", "customer changed the order")
+        assert done.returncode == 0, done.stderr
+        assert "never sent ended CANCELLED" in done.stdout
+        assert wait_for_run(stack, run_id) == "success"
+    finally:
+        stack.simulator.admin.load_scenario(SCENARIO, keep_state=True)
+    with psycopg.connect(stack.activation_db_uri) as conn:
+        cancelled_at = conn.execute(
+            "SELECT cancel_requested_at FROM activation.bulk_change WHERE id = %s", (bc,)
+        ).fetchone()[0]
+        sent = conn.execute(
+            """SELECT count(*), count(*) FILTER (WHERE sent_at > %s) FROM activation.carrier_write
+                WHERE bulk_change_id = %s AND step = 'ActivateDevice'""",
+            (cancelled_at, bc),
+        ).fetchone()
+    # The carrier's own count: every activation it received was recorded before the cancel.
+    assert sent is not None and sent[1] == 0
+    taken = writes_for(stack, iccids)
+    assert taken == 10 * sent[0]
+    found = statuses(stack, bc)
+    assert found.get("CANCELLED", 0) == 400 - taken > 0
+    assert found.get("PROCESSED", 0) == taken  # accepted lines were carried to the end
+    assert bulk_change_row(stack, bc)[0] == "CANCELLED"

@@ -163,3 +163,29 @@ def test_build_report_accepts_one_shot_iterators() -> None:
     report = _report(by_status_step=iter([("PROCESSED", "Done", 2), ("ERROR", "ActivateDevice", 1)]))
     assert report["devices"] == 3
     assert len(report["by_status_and_step"]) == 2  # type: ignore[arg-type]
+
+
+def test_the_run_note_says_what_a_green_run_hides() -> None:
+    from telegence_activation.domain.report import run_note
+
+    report = _report()
+    note = run_note({"id": 42, "status": "ERROR"}, report, None)
+    assert note.startswith("**Bulk change 42: ERROR**: 6 of 9 line(s) activated, 3 failed")
+    assert "- 2 device(s), unknown: carrier refused the activation" in note
+    assert "- 1 device(s), retryable: carrier unavailable" in note
+    plan = {
+        "dry_run": True,
+        "to_send": 450,
+        "batches": 3,
+        "static_ip": {"devices": 150},
+        "problems": ["1 device(s) have a stored request the carrier would refuse"],
+    }
+    dry = run_note({"id": 7, "status": "NEW"}, None, plan)
+    assert dry.startswith("**Dry run of bulk change 7**: 450 line(s) in 3 call(s), 150 static IP(s)")
+    assert "- problem: 1 device(s) have a stored request" in dry
+    stuck = run_note({"id": 8, "status": "PROCESSING", "status_details": None}, None, None)
+    assert "not finished" in stuck
+    rejected = run_note(
+        {"id": 9, "status": "CANCELLED", "status_details": "cancelled by ann: no"}, None, None
+    )
+    assert rejected == "**Bulk change 9: CANCELLED**: cancelled by ann: no"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -144,3 +144,45 @@ def outcome_key(report: dict[str, Any]) -> str:
         f":ips={report['static_ip']['assigned']}"
         + (f":cancelled={report['cancelled']}" if report.get("cancelled") else "")
     )
+
+
+def run_note(
+    bulk_change: Mapping[str, Any], report: Mapping[str, Any] | None, plan: Mapping[str, Any] | None
+) -> str:
+    """The bulk change's outcome in a few Markdown lines, for its DAG run's note in the Airflow UI.
+
+    A green run can hold failed devices: the note says so where the user looks."""
+    bc_id = bulk_change["id"]
+    if report is None:
+        if plan is not None and plan.get("dry_run") and bulk_change.get("status") == "NEW":
+            problems = plan.get("problems") or []
+            head = (
+                f"**Dry run of bulk change {bc_id}**: {plan['to_send']:,} line(s) in {plan['batches']:,} "
+                f"call(s), {plan['static_ip']['devices']:,} static IP(s); nothing sent"
+            )
+            return "\n".join([head, *(f"- problem: {p}" for p in problems)])
+        status = bulk_change.get("status")
+        if status in ("PROCESSED", "ERROR", "CANCELLED"):  # ended before any device work (no report)
+            return f"**Bulk change {bc_id}: {status}**: {bulk_change.get('status_details') or ''}".rstrip(
+                ": "
+            )
+        return (
+            f"**Bulk change {bc_id}: {status}** (not finished: "
+            f"{bulk_change.get('status_details') or 'see the failed task'})"
+        )
+    lines = [
+        f"**Bulk change {bc_id}: {report['status']}**: {report['succeeded']:,} of {report['devices']:,} "
+        "line(s) activated"
+        + (f", {report['failed']:,} failed" if report.get("failed") else "")
+        + (f", {report['outcome_unknown']:,} outcome unknown" if report.get("outcome_unknown") else "")
+        + (f", {report['cancelled']:,} cancelled" if report.get("cancelled") else "")
+    ]
+    cancellation = report.get("cancellation")
+    if cancellation:
+        lines.append(f"- cancelled by {cancellation.get('by')}: {cancellation.get('reason')}")
+    for entry in list(report.get("failures_by_reason") or [])[:5]:
+        lines.append(f"- {entry['devices']:,} device(s), {entry.get('class', '?')}: {entry['reason'][:200]}")
+    more = len(report.get("failures_by_reason") or []) - 5
+    if more > 0:
+        lines.append(f"- … {more} more reason(s): see the report")
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
+from telegence_activation import metrics
 from telegence_activation import repository as repo
+from telegence_activation.assets import BULK_CHANGE_FINISHED, event_extra
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID, data_dir
 from telegence_activation.domain.http import is_configuration_failure
 from telegence_activation.domain.report import (
@@ -23,7 +25,9 @@ from telegence_activation.domain.report import (
     outcome_key,
     unfinished,
 )
+from telegence_activation.domain.report_html import render_report_html
 from telegence_activation.exceptions import BulkChangeUnfinished, ConfigurationFailure, OutcomeUnknown
+from telegence_activation.notifiers.email import EMAIL_CONN_ID, email_skip_reason, send_bulk_change_email
 from telegence_activation.notifiers.webhook import NOTIFY_CONN_ID, ActivationCompleteNotifier
 from telegence_activation.operators.base import BulkChangeTaskMixin
 
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REPORTS_DIR_ENV = "TELEGENCE_REPORTS_DIR"
+EMAIL_PREFIX = "email|"  # e-mail notifications' outcome keys: one per outcome, apart from the webhook's
 
 
 def reports_dir() -> Path:
@@ -59,9 +64,16 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
     :param bulk_change_id: the bulk change (templated).
     :param notify_conn_id: http connection of the customer webhook; when it is not configured the
         notification is recorded as SKIPPED.
+    :param email_conn_id: smtp connection of the customer e-mail (HTML summary to ``notify_to``);
+        when it is not configured, or ``notify_to`` is not an e-mail address, recorded as SKIPPED.
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id", "activation_db_conn_id", "notify_conn_id")
+    template_fields: Sequence[str] = (
+        "bulk_change_id",
+        "activation_db_conn_id",
+        "notify_conn_id",
+        "email_conn_id",
+    )
 
     def __init__(
         self,
@@ -69,12 +81,14 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         bulk_change_id: Any,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         notify_conn_id: str = NOTIFY_CONN_ID,
+        email_conn_id: str = EMAIL_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
         self.activation_db_conn_id = activation_db_conn_id
         self.notify_conn_id = notify_conn_id
+        self.email_conn_id = email_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         bc_id = self.bulk_change
@@ -129,7 +143,20 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             json_path, csv_path = report_paths(bc_id)
         else:
             json_path, csv_path = self._write_files(bc_id, report)
-        report_files = {"json": str(json_path), "csv": str(csv_path)}
+        report_files = {
+            "json": str(json_path),
+            "csv": str(csv_path),
+            "html": str(json_path.with_suffix(".html")),
+        }
+        # The Asset event (the DAG gives this task the outlet): downstream DAGs start on it.
+        outlet_events = context.get("outlet_events")
+        if outlet_events is not None:
+            outlet_events[BULK_CHANGE_FINISHED].extra = event_extra(report)
+        if not unchanged:  # counted once per outcome, never again by a rerun
+            metrics.record_outcome(
+                {**report["by_status"], "outcome_unknown": report["outcome_unknown"]}, status=report["status"]
+            )
+            metrics.record_step_durations(report["steps"])
         self._notify(context, bulk_change, report)
         api_failed = counts.get("API_FAILED", 0)
         self.log.info(
@@ -177,6 +204,10 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         tmp_json = json_path.with_suffix(".json.tmp")
         tmp_json.write_text(json.dumps(report, indent=2, default=str))
         tmp_json.replace(json_path)
+        html_path = json_path.with_suffix(".html")
+        tmp_html = html_path.with_suffix(".html.tmp")
+        tmp_html.write_text(render_report_html(report))
+        tmp_html.replace(html_path)
         tmp_csv = csv_path.with_suffix(".csv.tmp")
         with tmp_csv.open("w", newline="") as handle, self.transaction() as conn:
             writer = csv.writer(handle)
@@ -187,23 +218,19 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
         return json_path, csv_path
 
     def _notify(self, context: Context, bulk_change: dict[str, Any], report: dict[str, Any]) -> None:
-        """Tell the customer the outcome once: a rerun with the same outcome sends nothing; a changed
-        outcome (after ``retry-failed``) sends one update that says so. The notification is recorded
-        (SENDING) before it goes out, so a crash never leads to a second send of one outcome."""
+        """Tell the customer the outcome once per channel (webhook, e-mail): a rerun with the same
+        outcome sends nothing; a changed outcome (after ``retry-failed``) sends one update that says
+        so. Each notification is recorded (SENDING) before it goes out, so a crash never leads to a
+        second send of one outcome."""
         bc_id = int(bulk_change["id"])
         outcome = outcome_key(report)
         with self.transaction() as conn:
             earlier = repo.notified_outcomes(conn, bc_id)
-        if outcome in earlier:
-            self.log.info("Customer already notified of this outcome (%s): nothing sent", earlier[outcome])
-            return
-        is_update = any(status == "SENT" for status in earlier.values())
         payload = {
             "bulk_change_id": bulk_change["id"],
             "customer_name": bulk_change.get("customer_name"),
             "notify_to": bulk_change.get("notify_to"),
             "status": report["status"],
-            "update": is_update,
             "devices": report["devices"],
             "total_devices_activated": report["succeeded"],
             "total_devices_failed": report["failed"],
@@ -213,34 +240,76 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             "completed_at": report["generated_at"],
             "service_type": "Telegence Cellular with Static IP",
         }
-        recipient = bulk_change.get("notify_to")
+        # The webhook's outcome keys stay unqualified (as recorded before e-mail existed).
+        webhook_update = any(st == "SENT" for key, st in earlier.items() if not key.startswith(EMAIL_PREFIX))
         try:
             BaseHook.get_connection(self.notify_conn_id)
+            webhook_skip = None
         except AirflowNotFoundException:
-            with self.transaction() as conn:
-                repo.record_notification(
-                    conn,
-                    bc_id,
-                    "webhook",
-                    recipient,
-                    payload,
-                    "SKIPPED",
-                    f"no connection {self.notify_conn_id} configured",
-                    outcome=outcome,
-                    is_update=is_update,
-                )
+            webhook_skip = f"no connection {self.notify_conn_id} configured"
+        webhook_payload = {**payload, "update": webhook_update}
+        self._notify_once(
+            bc_id,
+            "webhook",
+            outcome,
+            earlier,
+            webhook_payload,
+            webhook_update,
+            webhook_skip,
+            lambda: ActivationCompleteNotifier(
+                payload=webhook_payload, http_conn_id=self.notify_conn_id
+            ).notify(context),
+        )
+        email_update = any(st == "SENT" for key, st in earlier.items() if key.startswith(EMAIL_PREFIX))
+        self._notify_once(
+            bc_id,
+            "email",
+            EMAIL_PREFIX + outcome,
+            earlier,
+            {**payload, "update": email_update},
+            email_update,
+            email_skip_reason(bulk_change, smtp_conn_id=self.email_conn_id),
+            lambda: send_bulk_change_email(
+                report, bulk_change, smtp_conn_id=self.email_conn_id, is_update=email_update, context=context
+            ),
+        )
+
+    def _notify_once(
+        self,
+        bc_id: int,
+        channel: str,
+        outcome: str,
+        earlier: dict[str, str],
+        payload: dict[str, Any],
+        is_update: bool,
+        skip_reason: str | None,
+        send: Callable[[], object],
+    ) -> None:
+        if outcome in earlier:
+            self.log.info(
+                "Customer already told this outcome by %s (%s): nothing sent", channel, earlier[outcome]
+            )
             return
+        recipient = payload.get("notify_to")
+        status = "SKIPPED" if skip_reason else "SENDING"
         with self.transaction() as conn:
             notification_id = repo.record_notification(
-                conn, bc_id, "webhook", recipient, payload, "SENDING", outcome=outcome, is_update=is_update
+                conn,
+                bc_id,
+                channel,
+                recipient,
+                payload,
+                status,
+                skip_reason,
+                outcome=outcome,
+                is_update=is_update,
             )
-        if notification_id is None:  # another attempt recorded this outcome meanwhile
-            self.log.info("Customer notification of this outcome already recorded: nothing sent")
+        if skip_reason or notification_id is None:  # skipped, or another attempt recorded it meanwhile
             return
         try:
-            ActivationCompleteNotifier(payload=payload, http_conn_id=self.notify_conn_id).notify(context)
+            send()
         except Exception as exc:  # the bulk change is complete either way; record and report the failure
-            self.log.warning("Customer notification failed: %s", exc)
+            self.log.warning("Customer notification by %s failed: %s", channel, exc)
             with self.transaction() as conn:
                 repo.finish_notification(conn, notification_id, "FAILED", str(exc)[:1000])
             return

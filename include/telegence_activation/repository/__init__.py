@@ -79,7 +79,9 @@ from telegence_activation.repository.operations import (
     get_plan,
     lock_for_sending,
     request_cancel,
+    requests_page,
     save_plan,
+    static_ip_by_pdp,
 )
 from telegence_activation.repository.records import (
     AUDIT_COLUMNS,
@@ -149,6 +151,7 @@ __all__ = [
     "record_notification",
     "reopen_rounds",
     "request_cancel",
+    "requests_page",
     "reserved_not_used",
     "reset_failed_devices",
     "retryable_devices",
@@ -159,6 +162,7 @@ __all__ = [
     "set_bulk_change_status",
     "start_round",
     "start_step",
+    "static_ip_by_pdp",
     "static_ip_counts",
     "status_counts",
     "status_step_counts",

@@ -142,3 +142,28 @@ def get_plan(conn: psycopg.Connection, bulk_change_id: int) -> dict[str, Any] | 
         "SELECT plan FROM activation.bulk_change_plan WHERE bulk_change_id = %s", (bulk_change_id,)
     ).fetchone()
     return row[0] if row else None
+
+
+def static_ip_by_pdp(conn: psycopg.Connection, bulk_change_id: int) -> dict[str, int]:
+    """Devices still to send that ask for a static IP, by PDP (addresses each pool must give)."""
+    rows = conn.execute(
+        """SELECT COALESCE(change_request -> 'StaticIPProvision' ->> 'PDPName', '?'), count(*)
+             FROM activation.device_change
+            WHERE bulk_change_id = %s AND needs_static_ip AND status IN ('NEW', 'API_FAILED')
+            GROUP BY 1 ORDER BY 1""",
+        (bulk_change_id,),
+    ).fetchall()
+    return {str(pdp): int(n) for pdp, n in rows}
+
+
+def requests_page(
+    conn: psycopg.Connection, bulk_change_id: int, after_id: int, limit: int
+) -> list[tuple[int, int, str, dict[str, Any]]]:
+    """``(id, line, iccid, change_request)`` of devices still to send, after ``after_id`` (keyset paging)."""
+    rows = conn.execute(
+        """SELECT id, line_number, iccid, change_request FROM activation.device_change
+            WHERE bulk_change_id = %s AND id > %s AND status IN ('NEW', 'API_FAILED')
+            ORDER BY id LIMIT %s""",
+        (bulk_change_id, after_id, limit),
+    ).fetchall()
+    return [(int(i), int(line), str(iccid), request) for i, line, iccid, request in rows]
