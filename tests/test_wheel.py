@@ -333,7 +333,11 @@ def test_wheel_installs_and_registers_in_clean_airflow(tmp_path: Path) -> None:
         plugins = _json_out(
             _run([airflow, "plugins", "-o", "json"], env=airflow_env, cwd=tmp_path, timeout=180)
         )
-        assert "telegence_preload" in [p["name"] for p in plugins], plugins
+        names = [p["name"] for p in plugins]
+        assert "telegence_preload" in names, plugins
+        # The package's own plugin comes with the wheel (entry point airflow.plugins): the run-note listener.
+        ours = next(p for p in plugins if p["name"] == "telegence_activation")
+        assert "telegence_activation.listeners" in str(ours.get("listeners")), ours
 
     # The DAG folder through DagBag, and every module the provider info names, imported from the
     # wheel (not the checkout) without any [local] package.

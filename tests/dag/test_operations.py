@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 from conftest import APP_SECRET, bulk_status, devices, scenario, statuses, task_states, telegence_conn
-from test_activation_dag import calls, carrier_writes_received
+from test_activation_dag import activations, calls, carrier_writes_received
 
 from telegence_activation import actions
 from telegence_activation import repository as repo
@@ -318,3 +318,42 @@ def test_a_finished_bulk_change_emits_its_asset_event_and_the_billing_export_run
     )
     assert all(r["subscriber_number"] for r in rows)
     assert {r["static_ip"] for r in rows if r["iccid"] in bc.static_ip_iccids} != {""}
+
+
+def test_the_approval_gate_passes_small_bulk_changes_and_a_rejection_or_timeout_cancels(
+    carrier, make_bulk_change, run_dag, db
+) -> None:
+    """The gate's decisions; the human wait itself is exercised on the live stack (REST answers)."""
+    from datetime import UTC, datetime
+
+    from telegence_activation.operators.approval import BulkChangeApprovalOperator
+
+    small = make_bulk_change(3, static_ip_every=0)
+    run = run_dag(small.id, approval_required_over=3)  # 3 lines: not over 3, nobody is asked
+    assert run.state == "success" and task_states(run)["approve"] == ["success"]
+    assert statuses(db, small.id) == {"PROCESSED": 3}
+
+    cancelled: list[str] = []
+    for answer, by, reason in (
+        (
+            {"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name": "zoe"}},
+            "zoe",
+            "approval rejected by zoe in the Airflow UI",
+        ),
+        (
+            {"error": "timeout", "error_type": "timeout"},
+            "approval timeout",
+            "no approval within 1 day, 0:00:00",
+        ),
+    ):
+        bc = make_bulk_change(4, static_ip_every=0)
+        gate = BulkChangeApprovalOperator(task_id="approve", bulk_change_id=bc.id, approval_required_over=2)
+        event = {"params_input": {}, "responded_at": datetime.now(UTC), **answer}
+        gate.execute_complete({}, event)  # type: ignore[arg-type]
+        row = db.execute(
+            "SELECT status, cancelled_by, cancel_reason FROM activation.bulk_change WHERE id = %s", (bc.id,)
+        ).fetchone()
+        assert row == ("CANCELLED", by, reason)
+        assert statuses(db, bc.id) == {"CANCELLED": 4}
+        cancelled += bc.iccids
+    assert set(activations(carrier, cancelled).values()) == {0}  # nothing sent for them
