@@ -154,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         if report:
             print_report(report)
         reports = Path(stack.env["TELEGENCE_REPORTS_DIR"])
-        _say(f"report files: {reports / f'bulk_change_{result.bulk_change_id}.json'} (and .csv)")
+        _say(f"report files: {reports / f'bulk_change_{result.bulk_change_id}.json'} (and .csv, .html)")
         _say(f"run {run_id} finished {state} in {time.monotonic() - t0:.0f} s (stack start included)")
+        note = stack.client().get_run(run_id).get("note")
+        if note:
+            _say(f"the run's note in the Airflow UI:\n{note}")
         _say("")
         _say(f"Airflow UI: {stack.api_url}   login: admin / {stack.password}")
         _say(f"CLI:  python -m telegence_activation status {result.bulk_change_id}")
