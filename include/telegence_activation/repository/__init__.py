@@ -13,7 +13,8 @@ Callers use the package as a whole (``from telegence_activation import repositor
 - ``step_timing``: step start/finish and the deadlines of the waiting steps;
 - ``carrier_writes``: the write-ahead record of carrier writes;
 - ``notifications``: customer notifications, once per outcome;
-- ``operations``: cancel (serialized with the activation senders) and dry-run plans.
+- ``operations``: cancel (serialized with the activation senders) and dry-run plans;
+- ``browse``: the Bulk changes page's list, devices page (keyset) and device audit trail.
 
 The step names are ``telegence_activation.domain.steps``'s, re-exported here.
 """
@@ -27,6 +28,13 @@ from telegence_activation.domain.steps import (
     STEP_REMOVE_CODES,
     STEP_REQUEST_IP,
     STEP_WAIT_ACTIVATION,
+)
+from telegence_activation.repository.browse import (
+    bulk_change_of_run,
+    device_trail,
+    devices_page,
+    get_device,
+    list_bulk_changes,
 )
 from telegence_activation.repository.bulk_changes import (
     BULK_CHANGE_OVERRIDABLE,
@@ -125,20 +133,25 @@ __all__ = [
     "audit_of",
     "batch_bounds",
     "batches_to_send",
+    "bulk_change_of_run",
     "carrier_write_counts",
     "claim_bulk_change",
     "clip",
     "complete_carrier_write",
     "device_rows_for_export",
+    "device_trail",
     "devices_at_step",
+    "devices_page",
     "error_class_of",
     "fail_unfinished",
     "failure_reasons",
     "finish_notification",
     "finish_step",
     "get_bulk_change",
+    "get_device",
     "get_plan",
     "get_report",
+    "list_bulk_changes",
     "lock_batch",
     "lock_for_sending",
     "mark_ip_submitted",
