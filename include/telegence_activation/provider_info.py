@@ -58,6 +58,8 @@ def get_provider_info() -> dict[str, Any]:
                     "telegence_activation.operators.plan_static_ip",
                     "telegence_activation.operators.request_static_ips",
                     "telegence_activation.operators.finalize",
+                    "telegence_activation.operators.billing_export",
+                    "telegence_activation.operators.dispatch",
                 ],
             }
         ],
