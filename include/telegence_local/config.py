@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from telegence_activation.db.connection import data_dir
+from telegence_activation.db.connection import data_dir, project_root
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The components that run tasks (LocalExecutor workers are forked by the scheduler): only they get
@@ -23,7 +23,6 @@ COMPONENT_ENV = "TELEGENCE_STACK_COMPONENT"
 TASK_SECRETS_PREFIXES = ("AIRFLOW_CONN_",)
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 DAG_ID = "telegence_new_service_activation"
-POOL = "telegence_api"
 ADMIN_USER = "admin"
 
 
@@ -58,8 +57,8 @@ class StackConfig:
     simulator_port: int | None = None
     scenario: Mapping[str, Any] | str | None = "happy"
     time_scale: float = 1.0
-    parallelism: int = 4
-    pool_slots: int = 4
+    parallelism: int = field(default_factory=lambda: shared_int("AIRFLOW__CORE__PARALLELISM"))
+    pool_slots: int = field(default_factory=lambda: shared_int("TELEGENCE_POOL_SLOTS"))
     scheduler_idle_sleep: float = 1.0
     db_server_uri: str | None = None  # default: the embedded server
     pgdata: Path | None = None  # the embedded server's folder (default: the project's .data/pgdata)
@@ -70,3 +69,55 @@ class StackConfig:
     service_provider_id: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     supervise: bool = True
+
+    def __post_init__(self) -> None:
+        # The settings shared with docker-compose.yaml under the caller's own (a test's short retry
+        # delay wins over the shared one).
+        self.extra_env = {**shared_env(), **self.extra_env}
+
+
+# ------------------------------------------------------------ settings shared with docker-compose
+# deploy/airflow.env is the one source of what the live stack and docker-compose.yaml share (compose
+# gives the file to every Airflow component): the carrier pool, parallelism and the DAG's knobs.
+# Only those keys are read here: the file's secrets are placeholders for compose, and the stack makes
+# its own per start. Format: KEY=VALUE lines, "#" comments (no quotes, nothing to expand).
+SHARED_ENV_FILE = Path("deploy") / "airflow.env"
+# Put into every component's environment (StackConfig.extra_env; what a caller passes wins).
+SHARED_ENV_KEYS = (
+    "AIRFLOW__CORE__LAZY_LOAD_PLUGINS",
+    "TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN",
+    "TELEGENCE_TASK_RETRY_DELAY_SECONDS",
+)
+
+
+def shared_settings(path: Path | None = None) -> dict[str, str]:
+    """The KEY=VALUE lines of deploy/airflow.env (of the checkout the stack runs from)."""
+    path = path or project_root() / SHARED_ENV_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"{path} not found: the live stack runs from a checkout, which has it") from exc
+    settings: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{path}:{number}: not a KEY=VALUE line: {raw!r}")
+        settings[key] = value
+    return settings
+
+
+def shared_env() -> dict[str, str]:
+    """The shared settings every component of the stack gets in its environment."""
+    settings = shared_settings()
+    return {key: settings[key] for key in SHARED_ENV_KEYS}
+
+
+def shared_int(key: str) -> int:
+    return int(shared_settings()[key])
+
+
+# The DAG's pool (dags/telegence_new_service_activation.py: CARRIER_POOL), created by the stack.
+POOL = shared_settings()["TELEGENCE_POOL"]
