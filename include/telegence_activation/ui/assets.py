@@ -50,8 +50,8 @@ td.when { white-space: nowrap; color: var(--muted); }
 .facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr; gap: 4px 16px;
          background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; }
 .facts dt { color: var(--muted); } .facts dd { margin: 0; word-break: break-word; }
-.row { display: flex; gap: 20px; flex-wrap: wrap; align-items: flex-start; }
-.row > section { flex: 1 1 380px; min-width: 0; }
+.row { display: flex; gap: 8px 24px; flex-wrap: wrap; align-items: flex-start; }
+.row > section { flex: 1 1 420px; max-width: 100%; overflow-x: auto; }
 .cards { display: flex; gap: 10px; flex-wrap: wrap; margin: 8px 0; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 6px 14px; }
 .card .n { font-size: 20px; font-weight: 700; font-variant-numeric: tabular-nums; }

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from telegence_activation import repository as repo
 from telegence_activation.api_client import DAG_ID
@@ -64,7 +65,13 @@ def context(request: Request, user: Any) -> dict[str, Any]:
     root = str(request.scope.get("root_path") or URL_PREFIX).rstrip("/")
     airflow_root = str(request.scope.get("app_root_path") or "").rstrip("/") + "/"
     name = user.get_name() if user is not None else ""
-    return {"root": root, "airflow_root": airflow_root, "user": name, "css": assets.CSS, "dag_id": DAG_ID}
+    return {
+        "root": root,
+        "airflow_root": airflow_root,
+        "user": name,
+        "css": Markup(assets.CSS),  # our own constant: a style sheet, not text to escape
+        "dag_id": DAG_ID,
+    }
 
 
 def message_page(
