@@ -15,16 +15,21 @@ import os
 from datetime import datetime
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
 
+from telegence_activation.assets import BULK_CHANGE_CREATED
 from telegence_activation.operators.dispatch import ACTIVATION_DAG_ID, FindBulkChangesToDispatchOperator
 
 with DAG(
     dag_id="telegence_dispatcher",
     description="Start the bulk changes nobody started; list the stuck ones",
-    # Data intervals (not bare trigger times): each run looks at the bulk changes of its interval.
-    schedule=CronDataIntervalTimetable(
-        os.environ.get("TELEGENCE_DISPATCH_SCHEDULE", "* * * * *"), timezone="UTC"
+    # Every minute with data intervals (each run looks at the bulk changes of its interval), and at
+    # once on each bulk change the database announces (event-driven: the Asset's watcher).
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable(
+            os.environ.get("TELEGENCE_DISPATCH_SCHEDULE", "* * * * *"), timezone="UTC"
+        ),
+        assets=[BULK_CHANGE_CREATED],
     ),
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -140,3 +140,34 @@ def test_the_window_and_the_advice_rules() -> None:
     assert dispatch_window(t, t + timedelta(minutes=1), grace, sweep_older=True) == (None, t)
     assert stuck_advice({"id": 1, "dag_run_id": "r"}, "running") is None
     assert "retry-failed 1" in (stuck_advice({"id": 1, "dag_run_id": "r"}, "failed") or "")
+
+
+def test_the_database_announces_a_new_bulk_change_to_the_event_trigger_within_seconds(
+    make_bulk_change,
+) -> None:
+    """The AssetWatcher's trigger (what the triggerer runs) against the real database: the intake's
+    insert is announced at commit, and the trigger yields its id."""
+    import asyncio
+    import time
+
+    from telegence_activation.triggers.bulk_change_created import BulkChangeCreatedTrigger
+
+    async def first_event(created: list[int]) -> tuple[int, float]:
+        trigger = BulkChangeCreatedTrigger()
+        events = trigger.run()
+        waiting = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(1.0)  # let it LISTEN before the insert
+        started = time.monotonic()
+        created.append((await asyncio.to_thread(make_bulk_change, 2, static_ip_every=0)).id)
+        event = await asyncio.wait_for(waiting, timeout=60)
+        await events.aclose()
+        return int(event.payload["bulk_change_id"]), time.monotonic() - started
+
+    created: list[int] = []
+    announced, seconds = asyncio.run(first_event(created))
+    assert announced == created[0]
+    print(f"bulk change {announced} announced to the trigger {seconds:.2f} s after the intake began")
+    assert BulkChangeCreatedTrigger().serialize() == (
+        "telegence_activation.triggers.bulk_change_created.BulkChangeCreatedTrigger",
+        {"activation_db_conn_id": "activation_db"},
+    )

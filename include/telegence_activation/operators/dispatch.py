@@ -36,6 +36,18 @@ def run_state(context: Context, run_id: str) -> str | None:
         return None
 
 
+def announced_bulk_changes(context: Context) -> list[int]:
+    """Bulk change ids of the Asset events that started this run (the database's announcements)."""
+    found: list[int] = []
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            payload = (event.extra or {}).get("payload") or event.extra or {}
+            bc_id = payload.get("bulk_change_id") if isinstance(payload, dict) else None
+            if bc_id is not None and int(bc_id) not in found:
+                found.append(int(bc_id))
+    return found
+
+
 class FindBulkChangesToDispatchOperator(BulkChangeTaskMixin, BaseOperator):
     """Which NEW bulk changes to start now (created in this run's window, older than the grace period).
 
@@ -75,10 +87,18 @@ class FindBulkChangesToDispatchOperator(BulkChangeTaskMixin, BaseOperator):
             timedelta(seconds=float(self.grace_seconds)),
             sweep_older=truthy(self.sweep_older) and not backfill,
         )
+        announced = announced_bulk_changes(context)
         with self.transaction() as conn:
-            found = dispatch_repo.dispatchable(
-                conn, created_from=created_from, created_to=created_to, limit=int(self.limit)
-            )
+            # Announced by the database (event-driven run): no grace, they are started now.
+            found = dispatch_repo.dispatchable_by_id(conn, announced) if announced else []
+            seen = {int(b["id"]) for b in found}
+            found += [
+                b
+                for b in dispatch_repo.dispatchable(
+                    conn, created_from=created_from, created_to=created_to, limit=int(self.limit)
+                )
+                if int(b["id"]) not in seen
+            ]
             processing = dispatch_repo.in_progress(conn, int(self.limit))
         to_start: list[dict[str, Any]] = []
         skipped: list[str] = []
@@ -95,7 +115,9 @@ class FindBulkChangesToDispatchOperator(BulkChangeTaskMixin, BaseOperator):
             if advice:
                 stuck.append(advice)
                 self.log.warning("Stuck: %s", advice)
-        window = f"created {created_from or 'any time'} .. {created_to}"
+        window = f"created {created_from or 'any time'} .. {created_to}" + (
+            f"; announced {announced}" if announced else ""
+        )
         self.log.info(
             "Dispatch (%s): starting %d bulk change(s) %s; skipped %d %s; %d stuck",
             window,

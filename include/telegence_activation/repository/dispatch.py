@@ -31,3 +31,14 @@ def in_progress(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
                 WHERE status = 'PROCESSING' ORDER BY id LIMIT %s""",
             (limit,),
         ).fetchall()
+
+
+def dispatchable_by_id(conn: psycopg.Connection, ids: list[int]) -> list[dict[str, Any]]:
+    """Of these bulk changes, the NEW ones no run owns (nor a cancel stopped)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT id, created_at FROM activation.bulk_change
+                WHERE id = ANY(%s) AND status = 'NEW' AND dag_run_id IS NULL AND cancel_requested_at IS NULL
+                ORDER BY id""",
+            (ids,),
+        ).fetchall()
