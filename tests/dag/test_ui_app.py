@@ -370,6 +370,7 @@ def test_every_value_is_escaped(
         page = api.get(PREFIX + path, headers=as_("viewer"))
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert ".row > section {" in page.text  # our own style sheet is the one thing not escaped
     page = api.get(f"{PREFIX}/bulk-changes/{bc.id}", headers=as_("viewer")).text
     assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;" in page and "&lt;img src=x" in page
 

@@ -139,10 +139,17 @@ def bulk_change_detail(
 @read.get("/bulk-changes/{bc_id}/_live", response_class=HTMLResponse)
 def bulk_change_summary(request: Request, user: web.User, conn: web.Db, bc_id: int) -> HTMLResponse:
     ctx = web.context(request, user)
-    summary = pages.summary(conn, web.bulk_change_or_404(conn, bc_id))
-    return web.page(
-        render("detail_live.html", **ctx, **summary, poll_url=f"{ctx['root']}/bulk-changes/{bc_id}/_live")
+    bulk_change = web.bulk_change_or_404(conn, bc_id)
+    base = f"{ctx['root']}/bulk-changes/{bc_id}"
+    html = render(
+        "detail_live.html",
+        **ctx,
+        **pages.summary(conn, bulk_change),
+        base=base,
+        poll_url=f"{base}/_live",
+        actions=actions_view.available(request, user, bulk_change),
     )
+    return web.page(html)
 
 
 @read.get("/runs/{run_id}", response_class=HTMLResponse)

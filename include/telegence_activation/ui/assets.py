@@ -51,7 +51,8 @@ td.when { white-space: nowrap; color: var(--muted); }
          background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; }
 .facts dt { color: var(--muted); } .facts dd { margin: 0; word-break: break-word; }
 .row { display: flex; gap: 8px 24px; flex-wrap: wrap; align-items: flex-start; }
-.row > section { flex: 1 1 420px; max-width: 100%; overflow-x: auto; }
+.row > section { flex: 1 1 280px; max-width: 100%; overflow-x: auto; }
+.row > section.wide { flex: 3 1 640px; }
 .cards { display: flex; gap: 10px; flex-wrap: wrap; margin: 8px 0; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 6px 14px; }
 .card .n { font-size: 20px; font-weight: 700; font-variant-numeric: tabular-nums; }

@@ -76,19 +76,6 @@ _LIST_LIVE = """{% import "macros.html" as m with context %}<section id="bulk-ch
 _DETAIL = """{% extends "base.html" %}{% import "macros.html" as m with context %}
 {% block crumbs %}<span>&rsaquo; bulk change {{ bc.id }}</span>{% endblock %}
 {% block main %}
-<h1>Bulk change {{ bc.id }} {{ m.badge(bc.status) }}{% if bc.customer_name %} <span>{{ bc.customer_name }}</span>{% endif %}</h1>
-<dl class="facts">
-<dt>Devices</dt><dd>{{ bc.device_count|num }}</dd><dt>Run</dt><dd>{{ m.run_link(bc.dag_run_id) }}</dd>
-<dt>Created</dt><dd>{{ bc.created_at|when }} by {{ bc.created_by }}</dd><dt>Service provider</dt><dd>{{ bc.service_provider_id }}</dd>
-<dt>Started</dt><dd>{{ bc.processing_started_at|when }}</dd><dt>Finished</dt><dd>{{ bc.processed_at|when }}</dd>
-{% if bc.status_details %}<dt>Details</dt><dd>{{ bc.status_details }}</dd>{% endif %}
-{% if bc.cancel_requested_at %}<dt>Cancelled</dt><dd>by {{ bc.cancelled_by }} at {{ bc.cancel_requested_at|when }}: {{ bc.cancel_reason }}</dd>{% endif %}
-</dl>
-<div class="toolbar"><span>Report</span>
-<a class="button" href="{{ base }}/report.json" download>JSON</a><a class="button" href="{{ base }}/report.csv" download>CSV</a>
-<a class="button" href="{{ base }}/report.html" download>HTML</a>
-{% for a in actions %}<a class="button {{ a.css }}" href="{{ base }}/confirm/{{ a.action }}">{{ a.label }}</a>{% endfor %}
-</div>
 {% include "detail_live.html" %}
 <h2 id="devices">Devices</h2>
 <form class="toolbar" method="get" action="{{ base }}#devices">
@@ -109,9 +96,22 @@ _DETAIL = """{% extends "base.html" %}{% import "macros.html" as m with context 
 """
 
 _DETAIL_LIVE = """{% import "macros.html" as m with context %}<section id="summary" data-poll-url="{{ poll_url }}" data-poll-ms="{{ poll_ms }}" data-status="{{ bc.status }}">
+<h1>Bulk change {{ bc.id }} {{ m.badge(bc.status) }}{% if bc.customer_name %} <span>{{ bc.customer_name }}</span>{% endif %}</h1>
+<dl class="facts">
+<dt>Devices</dt><dd>{{ bc.device_count|num }}</dd><dt>Run</dt><dd>{{ m.run_link(bc.dag_run_id) }}</dd>
+<dt>Created</dt><dd>{{ bc.created_at|when }} by {{ bc.created_by }}</dd><dt>Service provider</dt><dd>{{ bc.service_provider_id }}</dd>
+<dt>Started</dt><dd>{{ bc.processing_started_at|when }}</dd><dt>Finished</dt><dd>{{ bc.processed_at|when }}</dd>
+{% if bc.status_details %}<dt>Details</dt><dd>{{ bc.status_details }}</dd>{% endif %}
+{% if bc.cancel_requested_at %}<dt>Cancelled</dt><dd>by {{ bc.cancelled_by }} at {{ bc.cancel_requested_at|when }}: {{ bc.cancel_reason }}</dd>{% endif %}
+</dl>
+<div class="toolbar"><span>Report</span>
+<a class="button" href="{{ base }}/report.json" download>JSON</a><a class="button" href="{{ base }}/report.csv" download>CSV</a>
+<a class="button" href="{{ base }}/report.html" download>HTML</a>
+{% for a in actions %}<a class="button {{ a.css }}" href="{{ base }}/confirm/{{ a.action }}">{{ a.label }}</a>{% endfor %}
+</div>
 {{ m.bar(progress, big=True) }}
 <div class="cards">{% for s, css, n, pct in progress.segments %}<div class="card"><div class="n">{{ n|num }}</div><div class="l">{{ s }}</div></div>{% endfor %}</div>
-<div class="row"><section><h2>Steps</h2>
+<div class="row"><section class="wide"><h2>Steps</h2>
 {% if steps %}<table class="steps"><thead><tr><th>Step</th><th>Started</th><th>Finished</th><th class="num">Time</th></tr></thead><tbody>
 {% for s in steps %}<tr><td>{{ s.step }}</td><td class="when">{{ s.started_at|when }}</td><td class="when">{{ s.finished_at|when if s.finished_at else 'running' }}</td>
 <td class="num">{{ s.seconds|dur }}</td></tr>{% endfor %}</tbody></table>
