@@ -2,7 +2,8 @@
 
 Autoescaping is on for every template and undefined names raise: every value a page shows (customer
 names, carrier reasons, audit texts, user names...) is HTML-escaped; nothing in the database can add
-markup. Links carry values through ``urlencode`` / ``q``.
+markup. The one value marked ``safe`` is the page's own style sheet (``assets.CSS``, a constant).
+Values in links go through the ``q`` filter (percent-encoded).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _MACROS = """
 
 _BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title><link rel="icon" href="{{ root }}/static/icon.svg"><style>{{ css }}</style></head>
+<title>{{ title }}</title><link rel="icon" href="{{ root }}/static/icon.svg"><style>{{ css|safe }}</style></head>
 <body>
 <header class="top"><a href="{{ root }}/bulk-changes"><strong>Bulk changes</strong></a>
 {% block crumbs %}{% endblock %}<span class="who">signed in as {{ user }}</span></header>
