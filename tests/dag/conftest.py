@@ -7,6 +7,7 @@ process on a free loopback port. Each test loads its own scenario and creates it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -91,7 +92,37 @@ def dag(airflow_db: None, db_uri: str) -> Any:
 
     bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(DAG_ID)
+    found = bag.get_dag(DAG_ID)
+    _PARAM_DEFAULTS.update({key: _copied(found.params.get_param(key).value) for key in found.params})
+    return found
+
+
+# The values of the DAG's params as the DAG file defines them (filled by the ``dag`` fixture).
+_PARAM_DEFAULTS: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def _dag_params_as_defined(request: pytest.FixtureRequest) -> None:
+    """Give every test that uses the session's DAG its params as the DAG file defines them.
+
+    ``dag.test()`` runs the tasks in this process and leaves the run's conf in the DAG object's
+    params, so a test would otherwise see the conf of whichever test ran before it in the same
+    process (e.g. a run without ``bulk_change_id`` would not be refused) - and that test differs
+    between a serial run and each xdist worker. The values are put back in place (same Param
+    objects), and keys that a conf added are dropped.
+    """
+    if "dag" not in request.fixturenames:
+        return
+    dag = request.getfixturevalue("dag")
+    for key in [k for k in dag.params if k not in _PARAM_DEFAULTS]:
+        del dag.params[key]
+    for key, value in _PARAM_DEFAULTS.items():
+        dag.params.get_param(key).value = _copied(value)
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a mutable param value; anything else as it is (NOTSET must stay the sentinel)."""
+    return copy.deepcopy(value) if isinstance(value, dict | list | set) else value
 
 
 def telegence_conn(sim: RunningSimulator, **extra: Any) -> str:
