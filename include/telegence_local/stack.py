@@ -16,8 +16,9 @@ process table, not by name.
 
 **Least privilege**: the stack's home is 0700 and its secret files 0600; no component serves logs
 over the network (``--skip-serve-logs``: the api-server reads the task log files directly), so
-every listener is on loopback; the carrier and activation database connections are only in the
-environment of the scheduler, whose LocalExecutor workers run the tasks.
+every listener is on loopback; the carrier connections are only in the environment of the
+scheduler, whose LocalExecutor workers run the tasks; the activation database connection is there
+and in the api-server's (it serves the Bulk changes page), nowhere else.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ from .config import (
 from .supervision import StackSupervision
 
 __all__ = ["DAG_ID", "STACK_ID_ENV", "LiveStack", "StackConfig", "ensure_database", "free_port"]
+
+# The connections a component that runs no task may have (TASK_RUNNERS have every one): the
+# api-server serves the Bulk changes page (the package plugin's app) from the activation database.
+# No carrier connection outside the task runners, ever.
+COMPONENT_CONNECTIONS: dict[str, frozenset[str]] = {"api-server": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"})}
 
 
 class LiveStack(StackSupervision):
@@ -213,11 +219,13 @@ class LiveStack(StackSupervision):
             )
 
     def component_env(self, component: str) -> dict[str, str]:
-        """The environment of one component: connections (secrets) only where tasks run."""
+        """The environment of one component: connections (secrets) only where tasks run, and the
+        few another component needs (``COMPONENT_CONNECTIONS``: the api-server's activation database)."""
+        allowed = COMPONENT_CONNECTIONS.get(component, frozenset())
         env = {
             k: v
             for k, v in self.env.items()
-            if component in TASK_RUNNERS or not k.startswith(TASK_SECRETS_PREFIXES)
+            if component in TASK_RUNNERS or not k.startswith(TASK_SECRETS_PREFIXES) or k in allowed
         }
         env[COMPONENT_ENV] = component
         return env
