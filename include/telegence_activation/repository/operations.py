@@ -53,9 +53,11 @@ def request_cancel(conn: psycopg.Connection, bulk_change_id: int, by: str, reaso
         return {"outcome": "already", "bulk_change": row}
     if row["status"] in FINISHED_STATUSES:
         return {"outcome": "finished", "bulk_change": row}
+    # clock_timestamp(), not now() (the transaction's start): the cancel takes effect once the
+    # batches in flight have committed, and no carrier write is recorded after this moment.
     conn.execute(
         """UPDATE activation.bulk_change
-              SET cancel_requested_at = now(), cancelled_by = %s, cancel_reason = %s
+              SET cancel_requested_at = clock_timestamp(), cancelled_by = %s, cancel_reason = %s
             WHERE id = %s""",
         (by, reason, bulk_change_id),
     )
