@@ -22,8 +22,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-# Two xdist workers. With loadgroup, tests/conftest.py keeps each live-stack module (tests/live/)
-# on one worker (its stack starts once) and spreads every other test. PYTEST_PARALLEL= is serial.
+# Two xdist workers; the live-stack modules (xdist_group "live") run on one of them, one after
+# the other, while the other worker runs the rest. PYTEST_PARALLEL= runs the suite serially.
 PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
 test: install lint

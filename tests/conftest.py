@@ -202,32 +202,33 @@ def scratch_db(pg_server_uri: str) -> Iterator[str]:
 
 # ------------------------------------------------------------------------- xdist: scheduling
 
-# The modules that each start a whole live Airflow stack in a module-scoped fixture (api-server,
-# scheduler, dag-processor, triggerer, LocalExecutor workers, simulator, some an embedded server).
+# The modules that each start a whole live Airflow stack (api-server, scheduler, dag-processor,
+# triggerer, LocalExecutor workers, simulator, some an embedded server of their own).
 LIVE_TESTS = "tests/live/"
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` (what ``make test`` runs), where each module under ``tests/live/`` is
-    one unit of work: all its tests run on one worker, in order, so its stack is started once.
-    Every other test is a unit of its own. Units are handed out biggest first, so both workers
-    begin with a live module and the many short tests fill the end evenly; with 2 workers at most
-    two stacks run at once.
+    """``--dist loadgroup`` (what ``make test`` runs) with every test under ``tests/live/`` in one
+    group: the live stacks run on one worker, one module after the other (two stacks at once on
+    2 cores would compete for them and their deadlines), while the other workers share the rest
+    test by test. The live group, the biggest unit, is handed out first.
 
-    The units are chosen here, on the controller, from the test's path, and not with
+    The group is chosen here from the test's path, on the controller, and not with
     ``@pytest.mark.xdist_group``: with pytest 9.2, pytest-xdist 3.8's loadgroup no longer sees
     that mark (it renames the worker's node ids, which pytest 9.2 ignores; pytest-xdist issue
-    1386), so the live tests would silently be spread over the workers, each starting the stack.
+    1386) and would silently spread the live tests over both workers.
     """
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
-    class LiveModuleScheduling(LoadGroupScheduling):
+    class LiveGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             if nodeid.startswith(LIVE_TESTS):
-                return nodeid.split("::", 1)[0]
+                if os.environ.get("XD_EXPERIMENT_SPLIT_LIVE"):
+                    return "live:" + nodeid.split("::", 1)[0]
+                return "live"
             return str(super()._split_scope(nodeid))
 
-    return LiveModuleScheduling(config, log)
+    return LiveGroupScheduling(config, log)
