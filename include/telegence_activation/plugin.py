@@ -6,7 +6,8 @@ Bulk changes page.
   under ``/telegence`` behind the api-server's own authentication; built on its first request, so
   importing this plugin (every Airflow component does) imports neither FastAPI nor Jinja2.
 - ``external_views``: "Bulk changes" in the UI's navigation, and a "Bulk change" tab on every DAG
-  run's page (the UI puts the run id into ``{RUN_ID}``; a run owning no bulk change says so).
+  run's page (the UI fills in ``{RUN_ID}`` and ``{DAG_ID}``; a run of another DAG, or one owning no
+  bulk change, says so).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class TelegenceActivationPlugin(AirflowPlugin):
         },
         {
             "name": "Bulk change",
-            "href": f"{_ROOT}/runs/{{RUN_ID}}",
+            "href": f"{_ROOT}/runs/{{RUN_ID}}?dag_id={{DAG_ID}}",
             "icon": f"{_ROOT}/static/icon.svg",
             "url_route": "bulk-change",
             "destination": "dag_run",

@@ -136,10 +136,8 @@ def test_the_plugin_mounts_the_app_and_adds_a_nav_entry_and_a_run_tab(api: Any) 
     assert mounted["url_prefix"] == PREFIX
     views = {v["destination"]: v for v in TelegenceActivationPlugin.external_views}
     assert views["nav"]["href"] == f"{PREFIX}/bulk-changes" and views["nav"]["url_route"] == "bulk-changes"
-    assert (
-        views["dag_run"]["href"] == f"{PREFIX}/runs/{{RUN_ID}}"
-        and views["dag_run"]["url_route"] == "bulk-change"
-    )
+    assert views["dag_run"]["href"] == f"{PREFIX}/runs/{{RUN_ID}}?dag_id={{DAG_ID}}"
+    assert views["dag_run"]["url_route"] == "bulk-change"
     # The UI learns them from the plugins endpoint (an admin may read it).
     plugins = api.get("/api/v2/plugins", headers=as_("admin")).json()["plugins"]
     ours = next(p for p in plugins if p["name"] == "telegence_activation")
@@ -529,6 +527,12 @@ def test_the_run_tab_shows_the_bulk_change_of_the_run(
     assert f"Bulk change {bc.id} " in api.get(f"{PREFIX}/runs/{dry}", headers=viewer).text
     none = api.get(f"{PREFIX}/runs/scheduled__2026-01-01", headers=viewer)
     assert none.status_code == 200 and "does not own a bulk change" in none.text
+    other_dag = api.get(f"{PREFIX}/runs/{run_id_for(bc.id)}?dag_id=telegence_billing_export", headers=viewer)
+    assert other_dag.status_code == 200 and "does not own a bulk change" in other_dag.text
+    ours = api.get(
+        f"{PREFIX}/runs/{run_id_for(bc.id)}?dag_id=telegence_new_service_activation", headers=viewer
+    )
+    assert f"Bulk change {bc.id} " in ours.text
 
 
 def test_a_running_bulk_change_refreshes_itself_until_it_ends(

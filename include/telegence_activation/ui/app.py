@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from telegence_activation import repository as repo
+from telegence_activation.api_client import DAG_ID
 from telegence_activation.db.connection import configured_connection, connection_to_uri
 from telegence_activation.domain.report import CSV_COLUMNS
 from telegence_activation.domain.report_html import render_report_html
@@ -154,9 +155,16 @@ def bulk_change_summary(request: Request, user: web.User, conn: web.Db, bc_id: i
 
 @read.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_tab(
-    request: Request, user: web.User, conn: web.Db, run_id: str, q: str | None = None, after: int = 0
+    request: Request,
+    user: web.User,
+    conn: web.Db,
+    run_id: str,
+    dag_id: str = DAG_ID,
+    q: str | None = None,
+    after: int = 0,
 ):
-    bulk_change = pages.bulk_change_of_run(conn, run_id)
+    """The "Bulk change" tab of a run's page (every DAG's runs have it: the UI gives the DAG too)."""
+    bulk_change = pages.bulk_change_of_run(conn, run_id) if dag_id == DAG_ID else None
     if bulk_change is None:
         return web.message_page(
             request, user, 200, "No bulk change", f"Run {run_id} does not own a bulk change."
