@@ -22,8 +22,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-# Two xdist workers; the live-stack modules (xdist_group "live") run on one of them, one after
-# the other, while the other worker runs the rest. PYTEST_PARALLEL= runs the suite serially.
+# Two xdist workers; every test under tests/live/ is one group (chosen by path in
+# tests/conftest.py) run on one worker, module after module, while the other worker runs the
+# rest. PYTEST_PARALLEL= runs the suite serially.
 PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
 test: install lint

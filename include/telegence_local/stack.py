@@ -67,9 +67,13 @@ from .supervision import StackSupervision
 __all__ = ["DAG_ID", "STACK_ID_ENV", "LiveStack", "StackConfig", "ensure_database", "free_port"]
 
 # The connections a component that runs no task may have (TASK_RUNNERS have every one): the
-# api-server serves the Bulk changes page (the package plugin's app) from the activation database.
-# No carrier connection outside the task runners, ever.
-COMPONENT_CONNECTIONS: dict[str, frozenset[str]] = {"api-server": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"})}
+# api-server serves the Bulk changes page (the package plugin's app) from the activation database;
+# the triggerer runs the dispatcher's AssetWatcher, which LISTENs on that database for new bulk
+# changes. No carrier connection outside the task runners, ever.
+COMPONENT_CONNECTIONS: dict[str, frozenset[str]] = {
+    "api-server": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"}),
+    "triggerer": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"}),
+}
 
 
 class LiveStack(StackSupervision):

@@ -159,18 +159,20 @@ def test_every_listener_is_on_loopback_and_secrets_stay_where_tasks_run(stack: L
     assert not [p for p in procs if " ".join(p.cmdline()).startswith("airflow serve-logs")]
 
     # Connections only where tasks run, and the activation database for the api-server (it serves
-    # the Bulk changes page); no carrier connection anywhere else. Checked in what the stack gives
-    # each component: the api-server's process title overwrites its environment in the process
-    # table (psutil reads it empty), so only the others are also read back from their processes.
-    for component in ("api-server", "dag-processor", "triggerer"):
+    # the Bulk changes page) and the triggerer (the dispatcher's LISTEN for new bulk changes); no
+    # carrier connection anywhere else. Checked in what the stack gives each component: the
+    # api-server's process title overwrites its environment in the process table (psutil reads it
+    # empty), so only the others are also read back from their processes.
+    database_only = ["AIRFLOW_CONN_ACTIVATION_DB"]
+    expected = {"api-server": database_only, "dag-processor": [], "triggerer": database_only}
+    for component, connections in expected.items():
         given = stack.component_env(component)
-        expected = ["AIRFLOW_CONN_ACTIVATION_DB"] if component == "api-server" else []
-        assert [k for k in given if k.startswith("AIRFLOW_CONN_")] == expected, component
+        assert [k for k in given if k.startswith("AIRFLOW_CONN_")] == connections, component
         assert APP_SECRET not in "\n".join(given.values()), component
     for component in ("dag-processor", "triggerer"):
         env = environ(component, stack)
         assert env.get(STACK_ID_ENV) == stack.stack_id, component  # really read from the process
-        assert not [k for k in env if k.startswith("AIRFLOW_CONN_")], component
+        assert [k for k in env if k.startswith("AIRFLOW_CONN_")] == expected[component], component
         assert APP_SECRET not in "\n".join(env.values()), component
     scheduler = environ("scheduler", stack)
     assert "AIRFLOW_CONN_TELEGENCE_SP_1" in scheduler and "AIRFLOW_CONN_ACTIVATION_DB" in scheduler
