@@ -29,6 +29,7 @@ def test_migrations_apply_from_empty_database(scratch_db: str) -> None:
         "step_timing",
         "bulk_change_report",
         "notification",
+        "carrier_rate_bucket",
     } <= _tables(scratch_db)
 
 
