@@ -1,5 +1,5 @@
-"""What a person does to a bulk change (cancel, retry failed devices): one implementation for the
-command line and the Airflow UI, each call recorded with the person's name.
+"""What a person does to a bulk change (trigger, cancel, retry failed devices): one implementation
+for the command line and the Airflow UI, each call recorded with the person's name.
 
 No Airflow import: the run is reached through the REST API client (``api_client.AirflowClient``)
 where one is needed; the database through a psycopg connection the caller opens.
@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from telegence_activation import repository as repo
-from telegence_activation.api_client import AirflowApiError, AirflowClient, run_id_for
+from telegence_activation.api_client import AirflowApiError, AirflowClient, dry_run_id_for, run_id_for
 from telegence_activation.domain.errors import ERROR_CLASSES, reasons_of_class
 
 DEFAULT_RETRY_CLASSES = ("retryable",)
@@ -29,6 +29,39 @@ class Outcome:
 
     message: str
     details: dict[str, Any]
+
+
+def trigger(
+    conn: psycopg.Connection,
+    client: AirflowClient,
+    bulk_change_id: int,
+    *,
+    conf: dict[str, Any] | None = None,
+    dry_run_stamp: str | None = None,
+) -> Outcome:
+    """Start the run of a NEW bulk change: run id ``run_id_for`` (a second trigger, by anyone, gets
+    409 and is refused), or a dry run of its own (``dry_run_stamp``, repeatable, writes nothing to
+    the carrier). ``conf`` adds the DAG's params to the run's conf. Reads only; the run claims the
+    bulk change."""
+    bulk_change = repo.get_bulk_change(conn, bulk_change_id)
+    conn.rollback()
+    if bulk_change is None:
+        raise ActionRefused(f"bulk change {bulk_change_id} does not exist")
+    dry_run = dry_run_stamp is not None
+    run_id = dry_run_id_for(bulk_change_id, dry_run_stamp) if dry_run_stamp else run_id_for(bulk_change_id)
+    if bulk_change["status"] != "NEW":
+        raise ActionRefused(
+            f"bulk change {bulk_change_id} is {bulk_change['status']}, not NEW: it was already triggered "
+            f"(run {bulk_change['dag_run_id'] or run_id_for(bulk_change_id)}); follow it with 'status' or "
+            "retry its failed devices with 'retry-failed'"
+        )
+    try:
+        run = client.trigger({**(conf or {}), "bulk_change_id": bulk_change_id, "dry_run": dry_run}, run_id)
+    except AirflowApiError as exc:
+        if exc.status == 409:
+            raise ActionRefused(f"bulk change {bulk_change_id} was already triggered as run {run_id}") from exc
+        raise
+    return Outcome(f"triggered run {run['dag_run_id']} ({run['state']})", {"run": run["dag_run_id"]})
 
 
 def cancel(conn: psycopg.Connection, bulk_change_id: int, *, by: str, reason: str) -> Outcome:

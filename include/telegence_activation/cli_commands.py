@@ -86,25 +86,11 @@ def trigger(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from telegence_activation.api_client import AirflowApiError, dry_run_id_for, run_id_for
+    from telegence_activation import actions
+    from telegence_activation.api_client import AirflowApiError
     from telegence_activation.db.connection import activation_db_uri
 
-    run_id = (
-        dry_run_id_for(args.bulk_change_id, datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
-        if args.dry_run
-        else run_id_for(args.bulk_change_id)
-    )
-    with psycopg.connect(activation_db_uri()) as conn:
-        bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
-    if bulk_change["status"] != "NEW":
-        print(
-            f"error: bulk change {args.bulk_change_id} is {bulk_change['status']}, not NEW: it was already "
-            f"triggered (run {bulk_change['dag_run_id'] or run_id}); use 'status' to follow it or "
-            "'retry-failed' to retry its failed devices",
-            file=sys.stderr,
-        )
-        return 1
-    conf: dict[str, Any] = {"bulk_change_id": args.bulk_change_id, "dry_run": args.dry_run}
+    conf: dict[str, Any] = {}
     for key in (
         "approval_required_over",
         "on_activation_failure",
@@ -116,19 +102,18 @@ def trigger(args: argparse.Namespace) -> int:
     ):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") if args.dry_run else None
     try:
-        run = _client(args).trigger(conf, run_id)
-    except AirflowApiError as exc:
-        if exc.status == 409:
-            print(
-                f"error: bulk change {args.bulk_change_id} was already triggered as run {run_id}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"error: trigger refused: {exc}", file=sys.stderr)
+        with psycopg.connect(activation_db_uri()) as conn:
+            outcome = actions.trigger(conn, _client(args), args.bulk_change_id, conf=conf, dry_run_stamp=stamp)
+    except actions.ActionRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
         return 1
-    print(f"triggered run {run['dag_run_id']} ({run['state']})", file=sys.stderr)
-    print(run["dag_run_id"])
+    except AirflowApiError as exc:
+        print(f"error: trigger refused: {exc}", file=sys.stderr)
+        return 1
+    print(outcome.message, file=sys.stderr)
+    print(outcome.details["run"])
     return 0
 
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from telegence_activation import actions
-from telegence_activation import repository as repo
 from telegence_activation.api_client import AirflowApiError, AirflowClient, run_id_for
 from telegence_activation.domain.errors import ERROR_CLASSES
 from telegence_activation.ui import security, web
@@ -134,7 +132,7 @@ def act(
             chosen = tuple(ERROR_CLASSES) if classes == "all" else actions.DEFAULT_RETRY_CLASSES
             outcome = actions.retry_failed(conn, _client_for(request, user), bc_id, by=name, classes=chosen)
         else:
-            outcome = _trigger(conn, _client_for(request, user), bc_id)
+            outcome = actions.trigger(conn, _client_for(request, user), bc_id)
     except actions.ActionRefused as refused:
         return web.message_page(request, user, 409, "Not done", str(refused), kind="error", back=back)
     except AirflowApiError as exc:
@@ -142,24 +140,3 @@ def act(
         return web.message_page(request, user, 502, "Airflow refused", str(exc), kind="error", back=back)
     log.info("%s of bulk change %s by %s: %s", action, bc_id, name, outcome.message)
     return web.message_page(request, user, 200, "Done", outcome.message, kind="done", back=back)
-
-
-def _trigger(conn: psycopg.Connection, client: AirflowClient, bc_id: int) -> actions.Outcome:
-    """The CLI's ``trigger``: only a NEW bulk change, run id ``run_id_for`` (a second one gets 409)."""
-    bulk_change = repo.get_bulk_change(conn, bc_id)
-    conn.rollback()
-    if bulk_change is None:
-        raise actions.ActionRefused(f"bulk change {bc_id} does not exist")
-    run_id = run_id_for(bc_id)
-    if bulk_change["status"] != "NEW":
-        raise actions.ActionRefused(
-            f"bulk change {bc_id} is {bulk_change['status']}, not NEW: it was already triggered "
-            f"(run {bulk_change['dag_run_id'] or run_id})"
-        )
-    try:
-        run = client.trigger({"bulk_change_id": bc_id, "dry_run": False}, run_id)
-    except AirflowApiError as exc:
-        if exc.status == 409:
-            raise actions.ActionRefused(f"bulk change {bc_id} was already triggered as run {run_id}") from exc
-        raise
-    return actions.Outcome(f"triggered run {run['dag_run_id']} ({run['state']})", {"run": run["dag_run_id"]})
