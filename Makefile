@@ -1,6 +1,7 @@
 # User entry points. Every target installs what it needs into the project-local .venv first.
 #   make test   - install from the lock and run the whole test suite (what CI runs)
 #   make demo   - a real Airflow run of a bulk change against the Telegence simulator
+#                 (EXECUTOR=celery: CeleryExecutor, a Redis broker and two Celery workers)
 #   make lint   - ruff (lint + format check) and mypy
 #   make lock   - re-resolve requirements.txt and rewrite constraints.txt
 
@@ -39,8 +40,11 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# EXECUTOR=local (default) or celery.
+EXECUTOR ?= local
+
 demo: install
-	$(BIN)/python -m telegence_local.demo $(DEMO_ARGS)
+	$(BIN)/python -m telegence_local.demo --executor $(EXECUTOR) $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -17,6 +17,20 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The components that run tasks (LocalExecutor workers are forked by the scheduler): only they get
 # the carrier and activation database connections.
 TASK_RUNNERS = frozenset({"scheduler"})
+# The CeleryExecutor option (StackConfig(executor="celery")): the broker (Debian's redis-server,
+# on loopback, its files in the stack's home) and Celery workers, each a process tree of its own as
+# a separate host would be. There the workers run the tasks and the scheduler runs none.
+EXECUTORS = ("local", "celery")
+BROKER = "redis"
+CELERY_WORKER_PREFIX = "celery-worker-"
+CELERY_BROKER_ENV = "AIRFLOW__CELERY__BROKER_URL"
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def celery_workers(count: int) -> tuple[str, ...]:
+    return tuple(f"{CELERY_WORKER_PREFIX}{n}" for n in range(1, count + 1))
+
+
 # Every process the stack starts carries these in its environment (inherited by what it forks).
 STACK_ID_ENV = "TELEGENCE_STACK_ID"
 COMPONENT_ENV = "TELEGENCE_STACK_COMPONENT"
@@ -69,11 +83,35 @@ class StackConfig:
     service_provider_id: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     supervise: bool = True
+    # "local": the scheduler's LocalExecutor runs the tasks; "celery": the CeleryExecutor, a Redis
+    # broker and `workers` Celery workers (each `worker_concurrency` task slots) run them.
+    executor: str = "local"
+    workers: int = 2
+    worker_concurrency: int = field(default_factory=lambda: shared_int("AIRFLOW__CELERY__WORKER_CONCURRENCY"))
 
     def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         # The settings shared with docker-compose.yaml under the caller's own (a test's short retry
         # delay wins over the shared one).
         self.extra_env = {**shared_env(), **self.extra_env}
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        return celery_workers(self.workers) if self.celery else ()
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Every process the stack supervises, in start order (the broker first)."""
+        return (BROKER, *AIRFLOW_COMPONENTS, *self.worker_names) if self.celery else AIRFLOW_COMPONENTS
+
+    @property
+    def task_runners(self) -> frozenset[str]:
+        return frozenset(self.worker_names) if self.celery else TASK_RUNNERS
 
 
 # ------------------------------------------------------------ settings shared with docker-compose
@@ -87,6 +125,13 @@ SHARED_ENV_KEYS = (
     "AIRFLOW__CORE__LAZY_LOAD_PLUGINS",
     "TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN",
     "TELEGENCE_TASK_RETRY_DELAY_SECONDS",
+    # The CeleryExecutor's (harmless under the LocalExecutor): what makes a killed worker's tasks
+    # run again rather than vanish (see deploy/airflow.env).
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY",
+    "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER",
+    "AIRFLOW__CELERY__TASK_ACKS_LATE",
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
 )
 
 

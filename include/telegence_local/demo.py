@@ -1,7 +1,8 @@
 """``make demo``: a real Airflow run of a bulk change against the Telegence simulator.
 
 Starts the local stack (embedded PostgreSQL, simulator, Airflow api-server/scheduler/
-dag-processor/triggerer with the LocalExecutor), creates a bulk change of sample devices,
+dag-processor/triggerer with the LocalExecutor; with ``--executor celery`` or ``EXECUTOR=celery``
+the CeleryExecutor, a Redis broker and two Celery workers), creates a bulk change of sample devices,
 triggers the activation DAG through the REST API v2, follows it step by step, prints the summary
 report, the UI address and the login, then keeps the stack up for the UI until Ctrl-C.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -22,6 +24,7 @@ from telegence_activation import repository as repo
 from telegence_activation.api_client import DAG_ID, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
+from telegence_local.config import EXECUTORS
 from telegence_local.stack import LiveStack, StackConfig
 
 FINISHED = ("success", "failed")
@@ -99,9 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--exit", action="store_true", help="stop the stack after the report (no UI wait)")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=os.environ.get("EXECUTOR") or "local",
+        help="local: the scheduler runs the tasks (LocalExecutor); celery: a Redis broker and two Celery "
+        "workers run them (CeleryExecutor). Default: $EXECUTOR, else local (make demo EXECUTOR=celery)",
+    )
     args = parser.parse_args(argv)
 
-    stack = LiveStack(StackConfig(api_port=args.api_port, scenario="demo", time_scale=args.time_scale))
+    stack = LiveStack(
+        StackConfig(
+            api_port=args.api_port, scenario="demo", time_scale=args.time_scale, executor=args.executor
+        )
+    )
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -113,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         _say(
-            "starting embedded PostgreSQL, the Telegence simulator and Airflow (api-server, scheduler, "
-            "dag-processor, triggerer) ..."
+            "starting embedded PostgreSQL, the Telegence simulator and Airflow "
+            f"({', '.join(c for c in stack.config.components)}; {args.executor} executor) ..."
         )
         stack.start()
         _say(

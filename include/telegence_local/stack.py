@@ -19,6 +19,16 @@ over the network (``--skip-serve-logs``: the api-server reads the task log files
 every listener is on loopback; the carrier connections are only in the environment of the
 scheduler, whose LocalExecutor workers run the tasks; the activation database connection is there
 and in the api-server's (it serves the Bulk changes page), nowhere else.
+
+**CeleryExecutor** (``StackConfig(executor="celery")``, ``make demo EXECUTOR=celery``): the stack
+also runs a Redis broker (Debian's ``redis-server``, installed with apt when missing; on 127.0.0.1,
+a free port, a password from a 0600 file, its append-only file in the stack's home) and
+``config.workers`` Celery workers (``airflow celery worker``), each in a session and process group
+of its own with its own Celery hostname, as separate hosts would be. Celery's results go to the
+metadata database (``db+postgresql``). There the workers are the task runners: they alone get the
+carrier connections; the scheduler keeps the activation database for its run-note listener. The
+broker URL (with its password) is only given to the scheduler and the workers. Supervised like
+the rest: a worker or the broker that exits is started again.
 """
 
 from __future__ import annotations
@@ -50,12 +60,13 @@ from telegence_simulator.launcher import RunningSimulator, start_simulator
 
 from .config import (
     ADMIN_USER,
-    AIRFLOW_COMPONENTS,
+    BROKER,
+    CELERY_BROKER_ENV,
     COMPONENT_ENV,
     DAG_ID,
     POOL,
+    REDIS_SERVER,
     STACK_ID_ENV,
-    TASK_RUNNERS,
     TASK_SECRETS_PREFIXES,
     StackConfig,
     ensure_database,
@@ -69,11 +80,35 @@ __all__ = ["DAG_ID", "STACK_ID_ENV", "LiveStack", "StackConfig", "ensure_databas
 # The connections a component that runs no task may have (TASK_RUNNERS have every one): the
 # api-server serves the Bulk changes page (the package plugin's app) from the activation database;
 # the triggerer runs the dispatcher's AssetWatcher, which LISTENs on that database for new bulk
-# changes. No carrier connection outside the task runners, ever.
+# changes; the scheduler (when Celery workers run the tasks) calls the package's DAG-run listener,
+# which writes the run's note from that database. No carrier connection outside the task runners,
+# ever.
 COMPONENT_CONNECTIONS: dict[str, frozenset[str]] = {
     "api-server": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"}),
     "triggerer": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"}),
+    "scheduler": frozenset({"AIRFLOW_CONN_ACTIVATION_DB"}),
 }
+# Only the components that talk to the broker get its URL (it carries the broker's password).
+BROKER_CLIENTS = frozenset({"scheduler"})
+
+
+def redis_server() -> str:
+    """Debian's redis-server, installed with apt when it is missing (as root; what the Chromium of the
+    browser tests does too). Debian's package rather than a PyPI wheel carrying a binary: Debian
+    keeps 7.0 patched (bookworm's security updates); the wheels found carry Redis 6.0/6.2, out of
+    support."""
+    if not Path(REDIS_SERVER).exists():
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", "redis-server"],
+        ):
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"cannot install Debian's redis-server ({' '.join(command)}): {done.stderr[-2000:]}"
+                )
+    return REDIS_SERVER
 
 
 class LiveStack(StackSupervision):
@@ -84,6 +119,7 @@ class LiveStack(StackSupervision):
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.simulator: RunningSimulator | None = None
         self.api_port = self.config.api_port or free_port()
+        self.broker_port = free_port() if self.config.celery else 0
         self.password = ""
         self.env: dict[str, str] = {}
         self.activation_db_uri = ""
@@ -128,10 +164,14 @@ class LiveStack(StackSupervision):
         self.simulator = start_simulator(cfg.scenario, port=cfg.simulator_port, time_scale=cfg.time_scale)
         self.password = self._password()
         self.env = self._environment(airflow_db)
+        if cfg.celery:
+            self._spawn(BROKER)
+            self._wait_broker(60)
         self._airflow("db", "migrate")
         self._airflow("pools", "set", POOL, str(cfg.pool_slots), "Concurrent Telegence API calls")
-        for component in AIRFLOW_COMPONENTS:
-            self._spawn(component)
+        for component in cfg.components:
+            if component != BROKER:
+                self._spawn(component)
         self._wait_healthy(timeout)
         if cfg.supervise:
             self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True)
@@ -151,6 +191,53 @@ class LiveStack(StackSupervision):
             handle.write(json.dumps({ADMIN_USER: password}))
         path.chmod(0o600)
         return password
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.config.home / "redis"
+
+    def _broker_password(self) -> str:
+        """Redis's password, written into its config file (0600, in the stack's home), never on a
+        command line. The config keeps Redis on 127.0.0.1 and its files in the stack's home."""
+        self.broker_dir.mkdir(mode=0o700, exist_ok=True)
+        password = secrets.token_hex(16)
+        conf = "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {self.broker_port}",
+                "protected-mode yes",
+                "daemonize no",
+                f'dir "{self.broker_dir}"',
+                # Messages outlive a broker restart (the supervisor starts it again): append-only
+                # file in the stack's home, no RDB snapshots.
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                'logfile ""',
+                f"requirepass {password}",
+                "",
+            ]
+        )
+        path = self.broker_dir / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(conf)
+        return password
+
+    def _wait_broker(self, timeout: float) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.env[CELERY_BROKER_ENV], socket_timeout=3)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get(BROKER)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}:\n{self.log_tail(BROKER)}")
+            with suppress(redis.RedisError):
+                if client.ping():
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"redis-server did not answer within {timeout:.0f} s:\n{self.log_tail(BROKER)}")
 
     def _environment(self, airflow_db_uri: str) -> dict[str, str]:
         cfg = self.config
@@ -172,7 +259,7 @@ class LiveStack(StackSupervision):
                 # Load plugins (plugins/telegence_preload.py) at start, so forked task processes
                 # inherit the package instead of importing it per task.
                 "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if cfg.celery else "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(cfg.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__CORE__MAX_MAP_LENGTH": "4096",
@@ -206,6 +293,17 @@ class LiveStack(StackSupervision):
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
+        if cfg.celery:
+            redis_server()
+            env.update(
+                {
+                    CELERY_BROKER_ENV: f"redis://:{self._broker_password()}@127.0.0.1:{self.broker_port}/0",
+                    # Celery's task results in the metadata database (as docker-compose.yaml does).
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url(airflow_db_uri),
+                    # Worker processes are forked from a parent that loaded Airflow and the package.
+                    "AIRFLOW__CELERY__POOL": "prefork",
+                }
+            )
         env.update(cfg.extra_env)
         return env
 
@@ -225,19 +323,46 @@ class LiveStack(StackSupervision):
     def component_env(self, component: str) -> dict[str, str]:
         """The environment of one component: connections (secrets) only where tasks run, and the
         few another component needs (``COMPONENT_CONNECTIONS``: the api-server's activation database)."""
+        if component == BROKER:  # Redis: no Airflow setting, secret or connection at all
+            env = {k: v for k, v in self.env.items() if k in ("PATH", "HOME", "LANG", "TZ", STACK_ID_ENV)}
+            env[COMPONENT_ENV] = component
+            return env
+        runner = component in self.config.task_runners
         allowed = COMPONENT_CONNECTIONS.get(component, frozenset())
         env = {
             k: v
             for k, v in self.env.items()
-            if component in TASK_RUNNERS or not k.startswith(TASK_SECRETS_PREFIXES) or k in allowed
+            if runner or not k.startswith(TASK_SECRETS_PREFIXES) or k in allowed
         }
+        if not (runner or component in BROKER_CLIENTS):
+            env.pop(CELERY_BROKER_ENV, None)
         env[COMPONENT_ENV] = component
         return env
 
-    def _spawn(self, component: str) -> None:
-        args = [str(Path(sys.executable).parent / "airflow"), component]
+    def _command(self, component: str) -> list[str]:
+        if component == BROKER:
+            return [redis_server(), str(self.broker_dir / "redis.conf")]
+        airflow = str(Path(sys.executable).parent / "airflow")
+        if component in self.config.worker_names:
+            # A host of its own: own session (start_new_session below), own Celery hostname; no
+            # log server (the api-server reads the task log files), so nothing listens.
+            return [
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{component}@%h",
+                "--concurrency",
+                str(self.config.worker_concurrency),
+                "--skip-serve-logs",
+            ]
+        args = [airflow, component]
         if component in ("scheduler", "triggerer"):
             args.append("--skip-serve-logs")  # no log server: nothing listens beyond loopback
+        return args
+
+    def _spawn(self, component: str) -> None:
+        args = self._command(component)
         log = (self.logs_dir / f"{component}.log").open("ab")
         try:
             self.processes[component] = subprocess.Popen(
@@ -313,7 +438,7 @@ class LiveStack(StackSupervision):
             self.processes.clear()
             if self.env:
                 self._end_processes()  # whatever carries the stack's id: orphans reparented to init
-            for component in AIRFLOW_COMPONENTS:
+            for component in self.config.components:
                 if component in self.status:
                     self.status[component] = "stopped"
             if self.simulator is not None:

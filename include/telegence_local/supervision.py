@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from telegence_activation.db.connection import embedded_running, restart_embedded
 
 from .config import (
-    AIRFLOW_COMPONENTS,
     BACKOFF_FIRST,
     BACKOFF_MAX,
     COMPONENT_ENV,
@@ -64,7 +63,7 @@ class StackSupervision:
                     if self._stop_supervisor.is_set():
                         return
                     self._check_database()
-                    for component in AIRFLOW_COMPONENTS:
+                    for component in self.config.components:
                         self._check_component(component)
             except Exception as exc:  # the supervisor must outlive anything it watches
                 self._say(f"supervisor error (carrying on): {exc!r}")
