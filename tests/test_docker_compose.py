@@ -368,6 +368,57 @@ def test_local_stack_reads_the_shared_settings_file(compose: dict[str, Any]) -> 
     )
 
 
+# What makes a lost worker's tasks run again: read by compose (env file) and the local stack alike.
+CELERY_SETTINGS = (
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY",
+    "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER",
+    "AIRFLOW__CELERY__TASK_ACKS_LATE",
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+)
+
+
+def test_celery_recipe_runs_what_the_live_celery_stack_runs(compose: dict[str, Any]) -> None:
+    from telegence_local import config
+
+    settings = _read_env_file(_shared_env_file(compose))
+    # Same broker kind (Redis), same result backend kind (the metadata PostgreSQL), same executor.
+    for name, service in _components(compose).items():
+        env = _effective_env(service)
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql"), name
+        # The Celery settings come from the shared file, never overridden per service.
+        assert not set(CELERY_SETTINGS) & set(_environment(service)), name
+    assert config.BROKER == "redis" and Path(config.REDIS_SERVER).name == "redis-server"
+    redis = compose["services"]["redis"]
+    assert str(redis["image"]).startswith("redis:")
+    command = redis.get("command") or []
+    # Like the stack's redis.conf: an append-only file (queued tasks outlive a restart), no RDB.
+    assert command[:1] == ["redis-server"] and "--appendonly" in command
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--save") + 1] == ""
+    assert any(str(v).endswith(":/data") for v in redis.get("volumes") or []), "the append-only file is kept"
+    # The settings: in the file, read by the stack, and consistent with each other.
+    assert set(CELERY_SETTINGS) <= set(settings)
+    assert set(CELERY_SETTINGS) <= set(config.SHARED_ENV_KEYS)
+    stack = config.StackConfig(executor="celery")
+    for key in CELERY_SETTINGS:
+        assert stack.extra_env[key] == settings[key], key
+    assert stack.worker_concurrency == int(settings["AIRFLOW__CELERY__WORKER_CONCURRENCY"])
+    assert settings["AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"] == "1"
+    assert settings["AIRFLOW__CELERY__TASK_ACKS_LATE"].lower() == "true"
+    heartbeat = int(settings["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"])
+    # Redis redelivers an unacknowledged message after the visibility timeout: it must outlast any
+    # task (a running task would start twice); lost workers are handled by the heartbeat timeout.
+    assert int(settings["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) >= max(
+        3600, 10 * heartbeat
+    )
+    assert 30 <= heartbeat <= 300
+    with pytest.raises(ValueError, match="executor"):
+        config.StackConfig(executor="kubernetes")
+
+
 def test_carrier_credentials_are_an_account_of_the_simulated_scenario(compose: dict[str, Any]) -> None:
     from telegence_simulator.scenario import load_scenario
 
