@@ -25,6 +25,10 @@ name                                                      type       what it cou
 ``telegence.carrier.exhausted.<endpoint>``                counter    calls that still failed after
                                                                      the last attempt (or stopped at
                                                                      an ambiguous answer)
+``telegence.carrier.rate_limited.<endpoint>``             counter    attempts that waited for their
+                                                                     turn under the connection's
+                                                                     ``max_calls_per_second``
+``telegence.carrier.rate_limit_wait.<endpoint>``          timer      how long each of them waited
 ``telegence.devices.<outcome>``                           counter    devices of finished bulk changes
                                                                      by outcome (``processed``,
                                                                      ``error``, ``api_failed``,
@@ -70,6 +74,8 @@ CARRIER_THROTTLED = f"{PREFIX}.carrier.throttled"
 CARRIER_RETRIES = f"{PREFIX}.carrier.retries"
 CARRIER_MALFORMED = f"{PREFIX}.carrier.malformed"
 CARRIER_EXHAUSTED = f"{PREFIX}.carrier.exhausted"
+CARRIER_RATE_LIMITED = f"{PREFIX}.carrier.rate_limited"
+CARRIER_RATE_LIMIT_WAIT = f"{PREFIX}.carrier.rate_limit_wait"
 DEVICES = f"{PREFIX}.devices"
 BULK_CHANGES = f"{PREFIX}.bulk_changes"
 STEP_DURATION = f"{PREFIX}.step.duration"
@@ -163,6 +169,13 @@ def carrier_exhausted(endpoint: str | None) -> None:
     """A call that still failed transiently when the retry policy stopped."""
     name = _endpoint(endpoint)
     _incr(f"{CARRIER_EXHAUSTED}.{name}", tags={"endpoint": name})
+
+
+def carrier_rate_limited(endpoint: str | None, seconds: float) -> None:
+    """An attempt waits ``seconds`` for its turn under the carrier rate limit before it is sent."""
+    name = _endpoint(endpoint)
+    _incr(f"{CARRIER_RATE_LIMITED}.{name}", tags={"endpoint": name})
+    _timing(f"{CARRIER_RATE_LIMIT_WAIT}.{name}", timedelta(seconds=seconds), tags={"endpoint": name})
 
 
 # ---------------------------------------------------------------------------- outcomes (finalize)

@@ -12,7 +12,24 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from telegence_activation.connection_spec import CONNECTION_FIELDS, DEFAULT_PATHS
+from telegence_activation.domain.rate_limit import BURST_EXTRA, RATE_EXTRA
 
+# The carrier rate limit's extras (read by the hook through domain.rate_limit).
+RATE_LIMIT_FIELDS: dict[str, dict[str, Any]] = {
+    RATE_EXTRA: {
+        "label": "Max calls per second",
+        "description": "Carrier calls per second for this account, shared by every task of every run "
+        "(a token bucket in the activation database); empty or 0: no limit. Set it a little under "
+        "the carrier's limit.",
+        "schema": {"type": ["number", "null"], "minimum": 0},
+    },
+    BURST_EXTRA: {
+        "label": "Burst (calls)",
+        "description": "Calls allowed at once after a quiet time (the bucket's size); "
+        "default: max(1, max calls per second).",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+}
 PACKAGE = "telegence-activation"
 INTEGRATION = "Telegence"
 
@@ -91,7 +108,7 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"host": "Base URL", "login": "App ID", "password": "App secret"},
                     "placeholders": {"host": "https://telegence.example.com"},
                 },
-                "conn-fields": {**CONNECTION_FIELDS, **path_fields},
+                "conn-fields": {**CONNECTION_FIELDS, **RATE_LIMIT_FIELDS, **path_fields},
             }
         ],
     }

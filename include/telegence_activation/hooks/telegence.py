@@ -9,6 +9,10 @@ connection works too): ``host`` = base URL (``http://127.0.0.1:8089`` or a host 
   ``path_<name>`` extra per path (the form's fields).
 - ``timeout`` (seconds per call, default 30), ``max_attempts`` (default 5), ``backoff_initial``
   (default 1 s), ``backoff_max`` (default 60 s), ``retry_after_max`` (default 120 s).
+- ``max_calls_per_second`` (absent or 0: no limit) and ``burst`` (default ``max(1, rate)``): the
+  carrier rate limit shared by every task of every run. Every HTTP attempt first takes a token
+  from the account's bucket in the activation database (``CarrierRateLimiter``), waiting its turn
+  when the bucket is empty.
 
 Every call is retried on connection errors, timeouts, 5xx and 429 with exponential backoff and
 full jitter, honouring ``Retry-After``; other 4xx answers are returned at once. The app-secret is
@@ -20,14 +24,17 @@ answer, 429, retry, malformed answer and exhausted call is counted through Airfl
 from __future__ import annotations
 
 import json
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.exceptions import AirflowException
 from requests.auth import AuthBase
 from tenacity import (
     RetryCallState,
@@ -46,9 +53,34 @@ from telegence_activation.domain.http import (
     redact,
     retry_after_seconds,
 )
+from telegence_activation.domain.rate_limit import (
+    BURST_EXTRA,
+    RATE_EXTRA,
+    RateLimit,
+    bucket_key,
+    rate_limit_from_extras,
+    wait_seconds,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from telegence_activation.hooks.activation_db import ActivationDbHook
+
+# The activation database connection that holds the rate limit's buckets, unless told otherwise.
+RATE_LIMIT_DB_CONN_ID = "activation_db"
 
 # Extras this hook reads; HttpHook would otherwise send every unknown extra as a header.
-_OWN_EXTRAS = frozenset({*CONNECTION_FIELDS, "paths", "sandbox", *(f"path_{name}" for name in DEFAULT_PATHS)})
+_OWN_EXTRAS = frozenset(
+    {
+        *CONNECTION_FIELDS,
+        RATE_EXTRA,
+        BURST_EXTRA,
+        "paths",
+        "sandbox",
+        *(f"path_{name}" for name in DEFAULT_PATHS),
+    }
+)
 
 
 class TelegenceAppAuth(AuthBase):
@@ -75,6 +107,81 @@ class WriteRecorder(Protocol):
     def sent(self, method: str, path: str, body: Any, attempt: int) -> Any: ...
 
     def answered(self, token: Any, status: int | None, text: str, error: str | None) -> None: ...
+
+
+class CarrierRateLimitUnavailable(AirflowException):
+    """The rate limit's bucket could not be read (database unreachable or missing): nothing is sent
+    (a limit that cannot be kept is not skipped); Airflow retries the task."""
+
+
+class RateLimiter(Protocol):
+    """Called before every HTTP attempt; returns once the call may go out (the seconds it waited)."""
+
+    def acquire(self, endpoint: str | None) -> float: ...
+
+
+class CarrierRateLimiter:
+    """The carrier account's token bucket in the activation database, shared by every process.
+
+    One statement per token (``repository.take_rate_token``) on this limiter's own autocommit
+    connection, opened at the first take and shared by the threads of the task (psycopg serializes
+    them); when the bucket is in debt the caller sleeps here, holding no lock, then sends. Waits are
+    counted (``telegence.carrier.rate_limited.<endpoint>``) and timed.
+    """
+
+    def __init__(
+        self,
+        db_hook: ActivationDbHook,
+        key: str,
+        limit: RateLimit,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.key = key
+        self.limit = limit
+        self._db_hook = db_hook
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                conn: psycopg.Connection = self._db_hook.get_conn()  # type: ignore[assignment]
+                conn.autocommit = True
+                self._conn = conn
+                weakref.finalize(self, conn.close)  # a hook nobody closes still closes its connection
+            return self._conn
+
+    def acquire(self, endpoint: str | None) -> float:
+        import psycopg
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from telegence_activation import repository as repo
+
+        try:
+            tokens, since = repo.take_rate_token(self._connection(), self.key, self.limit)
+        except AirflowNotFoundException as exc:
+            raise CarrierRateLimitUnavailable(
+                "max_calls_per_second is set but the rate limit's database connection "
+                f"{self._db_hook.activation_db_conn_id!r} does not exist; nothing sent"
+            ) from exc
+        except psycopg.Error as exc:
+            self.close()  # a fresh connection on the next take
+            raise CarrierRateLimitUnavailable(
+                f"the carrier rate limit's bucket could not be read ({type(exc).__name__}); nothing sent"
+            ) from exc
+        wait = wait_seconds(tokens, self.limit, since)
+        if wait > 0:
+            metrics.carrier_rate_limited(endpoint, wait)
+            self._sleep(wait)
+        return wait
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 class _Retryable(Exception):
@@ -145,7 +252,10 @@ class TelegenceHook(HttpHook):
 
     :param telegence_conn_id: the :ref:`http connection <howto/connection:http>` of one service
         provider's Telegence account (see module docstring for its extras).
-    :param sleep: how to wait between attempts (tests pass a recorder).
+    :param sleep: how to wait between attempts and for the rate limit (tests pass a recorder).
+    :param rate_limiter: takes a token before every HTTP attempt; default: the connection's
+        ``max_calls_per_second`` bucket in the database of ``rate_limit_db_conn_id``, or none.
+    :param rate_limit_db_conn_id: the activation database holding the buckets (``activation_db``).
     """
 
     conn_name_attr = "telegence_conn_id"
@@ -158,12 +268,16 @@ class TelegenceHook(HttpHook):
         telegence_conn_id: str = default_conn_name,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        rate_limiter: RateLimiter | None = None,
+        rate_limit_db_conn_id: str = RATE_LIMIT_DB_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(method="GET", http_conn_id=telegence_conn_id, auth_type=TelegenceAppAuth, **kwargs)
         self.telegence_conn_id = telegence_conn_id
         self._sleep = sleep
         self._session: requests.Session | None = None
+        self._given_rate_limiter = rate_limiter
+        self.rate_limit_db_conn_id = rate_limit_db_conn_id
 
     @staticmethod
     def conn_id_for(service_provider_id: int) -> str:
@@ -182,6 +296,26 @@ class TelegenceHook(HttpHook):
     def secrets(self) -> list[str]:
         password = self.get_connection(self.telegence_conn_id).password
         return [password] if password else []
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The limiter every attempt goes through (None: the connection sets no limit).
+
+        The bucket is the account's (``bucket_key``: base URL and app-id), not the connection id's:
+        two connections to one account share one bucket, as they share the carrier's limit. A bad
+        ``max_calls_per_second``/``burst`` raises ``RateLimitSettingError`` (nothing is sent).
+        """
+        if self._given_rate_limiter is not None:
+            return self._given_rate_limiter
+        limit = rate_limit_from_extras(self._extras)
+        if limit is None:
+            return None
+        from telegence_activation.hooks.activation_db import ActivationDbHook
+
+        self._get_session()  # sets base_url from the connection, as every call does
+        key = bucket_key(self.base_url, self.get_connection(self.telegence_conn_id).login)
+        db_hook = ActivationDbHook(activation_db_conn_id=self.rate_limit_db_conn_id)
+        return CarrierRateLimiter(db_hook, key, limit, sleep=self._sleep)
 
     def path(self, name: str, **args: str) -> str:
         """An API path: extra ``paths`` (a mapping) or ``path_<name>`` (a form field), else the default."""
@@ -241,6 +375,7 @@ class TelegenceHook(HttpHook):
         failures: list[str] = []
         honoured = 0.0
         ambiguous = False
+        limiter = self.rate_limiter
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -277,6 +412,8 @@ class TelegenceHook(HttpHook):
         def attempt() -> TelegenceResponse:
             session = self._get_session()
             request = requests.Request(method, self.url_from_endpoint(path), json=json_body, headers=headers)
+            if limiter is not None:
+                limiter.acquire(endpoint)  # its turn under the carrier's rate limit, before the record
             token = recorder.sent(method, path, json_body, len(failures) + 1) if recorder else None
             started = time.monotonic()
             try:

@@ -14,7 +14,8 @@ Callers use the package as a whole (``from telegence_activation import repositor
 - ``carrier_writes``: the write-ahead record of carrier writes;
 - ``notifications``: customer notifications, once per outcome;
 - ``operations``: cancel (serialized with the activation senders) and dry-run plans;
-- ``browse``: the Bulk changes page's list, devices page (keyset) and device audit trail.
+- ``browse``: the Bulk changes page's list, devices page (keyset) and device audit trail;
+- ``rate_limit``: the carrier rate limit's token buckets (one statement per token).
 
 The step names are ``telegence_activation.domain.steps``'s, re-exported here.
 """
@@ -91,6 +92,11 @@ from telegence_activation.repository.operations import (
     save_plan,
     static_ip_by_pdp,
 )
+from telegence_activation.repository.rate_limit import (
+    delete_rate_bucket,
+    get_rate_bucket,
+    take_rate_token,
+)
 from telegence_activation.repository.records import (
     AUDIT_COLUMNS,
     AUDIT_TEXT_LIMIT,
@@ -138,6 +144,7 @@ __all__ = [
     "claim_bulk_change",
     "clip",
     "complete_carrier_write",
+    "delete_rate_bucket",
     "device_rows_for_export",
     "device_trail",
     "devices_at_step",
@@ -150,6 +157,7 @@ __all__ = [
     "get_bulk_change",
     "get_device",
     "get_plan",
+    "get_rate_bucket",
     "get_report",
     "list_bulk_changes",
     "lock_batch",
@@ -180,6 +188,7 @@ __all__ = [
     "status_counts",
     "status_step_counts",
     "step_times",
+    "take_rate_token",
     "unbatched_device_ids",
     "unfinished_devices",
     "unknown_activation_batches",
