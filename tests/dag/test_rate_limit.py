@@ -8,7 +8,10 @@ takers against the rate), the hook taking a token before every attempt, and whol
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import APP_ID, APP_SECRET, scenario, statuses, telegence_conn
+from test_metrics import PREFIX, StatsdListener, statsd  # noqa: F401  (the real StatsD listener fixture)
 
 from telegence_activation import repository as repo
 from telegence_activation.domain.rate_limit import RateLimit, RateLimitSettingError, bucket_key, most_calls
@@ -30,7 +34,7 @@ from telegence_simulator.launcher import RunningSimulator
 
 pytestmark = pytest.mark.timeout(120)
 
-# The simulated carrier's limit for our account in the whole-run tests: 10 calls/s, 4 at once.
+# The simulated carrier's limit for our account in the whole-run tests: 20 calls/s, 4 at once.
 CARRIER_RATE, CARRIER_BURST = 20, 4
 
 
@@ -211,6 +215,43 @@ def test_a_limit_that_cannot_be_kept_sends_nothing(
     assert sim.admin.counters(iccids=False)["calls"] == {}  # nothing reached the carrier
     _hook_conn(sim, monkeypatch, "tg_rate_none", max_calls_per_second=0)
     assert TelegenceHook("tg_rate_none").rate_limiter is None  # 0: no limit, no bucket
+
+
+# The child (Airflow configures Stats once per process, from the environment): three status reads
+# through a limit of 2 calls/s with a burst of 1.
+CHILD = r"""
+from telegence_activation.hooks.telegence import TelegenceHook
+
+hook = TelegenceHook("tg_rate_metrics")
+for _ in range(3):
+    assert hook.activation_status("no-such-request").status == 404
+print("done")
+"""
+
+
+def test_waits_are_counted_and_timed_in_the_metrics(
+    sim: RunningSimulator,
+    db_uri: str,
+    statsd: StatsdListener,  # noqa: F811  (test_metrics' fixture)
+) -> None:
+    sim.admin.load_scenario(scenario())
+    env = {
+        **os.environ,
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_PREFIX": PREFIX,
+        "AIRFLOW_CONN_TG_RATE_METRICS": telegence_conn(sim, max_calls_per_second=2, burst=1),
+    }
+    with psycopg.connect(db_uri, autocommit=True) as conn:
+        repo.delete_rate_bucket(conn, bucket_key(sim.base_url, APP_ID))
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "done" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    statsd.wait_for("telegence.carrier.rate_limited.activation_status")
+    time.sleep(0.3)
+    assert statsd.counts()["telegence.carrier.rate_limited.activation_status"] == 2  # the 2nd and 3rd
+    waited = statsd.timers()["telegence.carrier.rate_limit_wait.activation_status"]
+    assert len(waited) == 2 and all(400 <= ms <= 600 for ms in waited), waited
 
 
 # ---------------------------------------------------------------------------------- a whole run
