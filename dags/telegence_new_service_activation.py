@@ -1,6 +1,7 @@
 """Telegence new service activation: one run per bulk change, triggered with the bulk change in its conf.
 
-plan -> unless_dry_run -> approve -> prepare -> activate (mapped, one instance per batch of <= 200 devices) -> wait_for_activation
+plan -> unless_dry_run -> approve -> prepare -> activate (mapped, one instance per group of batches of <= 200
+devices, sized from the carrier slots) -> wait_for_activation
 -> remove_offering_codes -> plan_static_ip -> request_static_ips -> check_ip_provisioning -> finalize
 
 Wiring only: the work lives in ``telegence_activation`` (operators, sensors, hooks, domain).
@@ -34,6 +35,9 @@ IP_CHECK_INTERVAL = 60
 # Environment knobs for operators of the deployment (read from the environment, no I/O).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("TELEGENCE_TASK_RETRY_DELAY_SECONDS", "30")))
 MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", "8"))
+# An override of batches_per_task above this is refused by the params' schema (5,000 batches of
+# 200: 1,000,000 devices in one instance).
+MAX_BATCHES_PER_TASK = 5000
 APPROVAL_TIMEOUT = timedelta(hours=float(os.environ.get("TELEGENCE_APPROVAL_TIMEOUT_HOURS", "24")))
 # Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
 # the executor's "success" for one poke arrives after the next poke was queued (seen about once per
@@ -91,11 +95,27 @@ with DAG(
             200, type="integer", minimum=1, maximum=200, description="Devices per activation call."
         ),
         "batches_per_task": Param(
-            1,
-            type="integer",
-            minimum=1,
-            maximum=20,
-            description="Batches each activate task instance sends (raise it for 10,000+ devices).",
+            "auto",
+            type=["string", "integer"],
+            pattern="^auto$",
+            minimum=0,
+            maximum=MAX_BATCHES_PER_TASK,
+            description=(
+                "Batches each activate task instance sends: 'auto' (or 0) chooses from the batch count and the "
+                "carrier slots (about two instances per slot, within [core] max_map_length); an integer overrides "
+                "(raised if it would exceed max_map_length)."
+            ),
+        ),
+        "patch_parallel_calls": Param(
+            "auto",
+            type=["string", "integer"],
+            pattern="^auto$",
+            minimum=0,
+            maximum=64,
+            description=(
+                "Concurrent PATCH calls of remove_offering_codes: 'auto' (or 0) = the carrier slots, fewer for few "
+                "lines; an integer overrides."
+            ),
         ),
         "activation_check_interval_seconds": Param(
             ACTIVATION_CHECK_INTERVAL,
@@ -161,6 +181,8 @@ with DAG(
         bulk_change_id="{{ params.bulk_change_id }}",
         batch_size="{{ params.batch_size }}",
         batches_per_task="{{ params.batches_per_task }}",
+        # The carrier slots activate may use at once: the sizing gives each about two instances.
+        carrier_slots=MAX_ACTIVE_BATCHES,
         addition_bulk_change_id="{{ params.addition_bulk_change_id }}",
         carrier_data_group="{{ params.carrier_data_group }}",
         carrier_rate_pool="{{ params.carrier_rate_pool }}",
@@ -169,11 +191,10 @@ with DAG(
         task_id="activate",
         **CONNECTIONS,
         bulk_change_id="{{ params.bulk_change_id }}",
-        batches_per_task="{{ params.batches_per_task }}",
         pool=CARRIER_POOL,
         max_active_tis_per_dagrun=MAX_ACTIVE_BATCHES,
         map_index_template="{{ batch_label }}",
-    ).expand(batch_no=prepare.output)
+    ).expand(batch_no=prepare.output)  # [first batch, how many] per instance, sized by prepare
     wait_for_activation = ActivationStatusSensor(
         task_id="wait_for_activation",
         **CONNECTIONS,
@@ -189,6 +210,8 @@ with DAG(
     remove_offering_codes = RemoveOfferingCodesOperator(
         task_id="remove_offering_codes",
         bulk_change_id="{{ params.bulk_change_id }}",
+        max_parallel_calls="{{ params.patch_parallel_calls }}",
+        carrier_slots=MAX_ACTIVE_BATCHES,
         pool=CARRIER_POOL,
         **CONNECTIONS,
     )

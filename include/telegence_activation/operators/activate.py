@@ -46,8 +46,9 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
     API_FAILED; with UNKNOWN ones the task fails, so its retry (or a clear) sends exactly those again.
 
     :param bulk_change_id: the bulk change (templated).
-    :param batch_no: the (first) batch to send (mapped).
-    :param batches_per_task: how many consecutive batches this instance sends (templated).
+    :param batch_no: the group to send, ``[first batch, how many]`` as ``prepare`` returns it
+        (mapped); a plain batch number sends ``batches_per_task`` batches from it.
+    :param batches_per_task: how many consecutive batches from a plain ``batch_no`` (templated).
     :param activation_db_conn_id: the activation database connection (templated).
     :param telegence_conn_id: the carrier connection; default ``telegence_sp_<service provider>``,
         else ``telegence_default`` (templated).
@@ -64,7 +65,7 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         self,
         *,
         bulk_change_id: Any,
-        batch_no: int,
+        batch_no: int | Sequence[int],
         batches_per_task: Any = 1,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         telegence_conn_id: str | None = None,
@@ -80,7 +81,11 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
         self.max_rounds = max_rounds
 
     def execute(self, context: Context) -> dict[str, int]:
-        bc_id, first, count = self.bulk_change, int(self.batch_no), max(1, int(self.batches_per_task))
+        with self.one_connection():  # every batch's transaction on one connection
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, int]:
+        bc_id, (first, count) = self.bulk_change, batch_group(self.batch_no, self.batches_per_task)
         with self.transaction() as conn:
             # Batch numbers only grow (a rerun plans new ones after the highest), so the highest + 1 is
             # the total for the label; the group covers first .. first + count - 1 whatever the gaps.
@@ -114,6 +119,15 @@ class ActivateBatchOperator(BulkChangeTaskMixin, BaseOperator):
                 "409 answer, and the activation check reconciles any left"
             )
         return summary
+
+
+def batch_group(batch_no: Any, batches_per_task: Any = 1) -> tuple[int, int]:
+    """``(first batch, how many)`` of a mapped ``batch_no``: ``[first, count]`` or a plain number."""
+    if isinstance(batch_no, (list, tuple)):
+        first, count = batch_no
+        return int(first), max(1, int(count))
+    per_task = 1 if batches_per_task in (None, "", "auto") else int(batches_per_task)
+    return int(batch_no), max(1, per_task)
 
 
 class ActivationSender:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
+from psycopg.pq import TransactionStatus
 
 from telegence_activation import repository as repo
 from telegence_activation.exceptions import (
@@ -24,6 +25,7 @@ from telegence_activation.hooks.telegence import TelegenceHook
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+IDLE = TransactionStatus.IDLE
 DEFAULT_TELEGENCE_CONN_ID = "telegence_default"
 DESC_ACTIVATE = "Telegence New Service Activation: Telegence API"
 
@@ -153,6 +155,7 @@ class BulkChangeTaskMixin:
     telegence_conn_id: str | None = None
     _db_hook: ActivationDbHook | None = None
     _carrier_hooks: dict[tuple[int, bool, str | None], TelegenceHook] | None = None
+    _shared_conn: psycopg.Connection | None = None
 
     @property
     def bulk_change(self) -> int:
@@ -168,17 +171,52 @@ class BulkChangeTaskMixin:
     def transaction(self) -> Iterator[psycopg.Connection]:
         """One database transaction: committed when the block ends, rolled back on an exception.
 
+        Inside ``one_connection()`` the transactions share that block's connection (one connection
+        per task instance instead of one per transaction); a transaction opened while another is
+        in progress on it gets a connection of its own, as it does outside the block.
         A connection id that does not exist fails the task at once (no retry can create it); a
         database that does not answer raises ``OperationalError``, which Airflow retries.
         """
+        shared = self._shared_conn
+        if shared is not None and not shared.closed and shared.info.transaction_status == IDLE:
+            try:
+                with shared.transaction():
+                    yield shared
+            except psycopg.OperationalError:
+                shared.close()  # broken: the next transaction opens a fresh one
+                raise
+            return
+        conn = self._connect()
+        if shared is not None and (shared.closed or shared.broken):
+            self._shared_conn = conn  # replaces the broken one; closed by one_connection()
+            with conn.transaction():
+                yield conn
+            return
+        with conn:
+            yield conn
+
+    @contextmanager
+    def one_connection(self) -> Iterator[None]:
+        """Every ``transaction()`` of this block on one connection, closed when the block ends."""
+        if self._shared_conn is not None:  # nested: the outer block owns it
+            yield
+            return
+        self._shared_conn = self._connect()
+        try:
+            yield
+        finally:
+            conn, self._shared_conn = self._shared_conn, None
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> psycopg.Connection:
         try:
             conn: psycopg.Connection = self.db_hook.get_conn()  # type: ignore[assignment]
         except AirflowNotFoundException as exc:
             raise ConnectionMissing(
                 f"the activation database connection {self.activation_db_conn_id!r} does not exist: {exc}"
             ) from exc
-        with conn:
-            yield conn
+        return conn
 
     def owned_bulk_change(self, conn: psycopg.Connection, context: Context) -> dict[str, Any]:
         """The bulk change, if this task's run owns it; otherwise fail at once, changing nothing."""

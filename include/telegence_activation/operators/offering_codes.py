@@ -12,31 +12,44 @@ from airflow.sdk import BaseOperator
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.domain.activation import remove_offering_code_patch, remove_offering_codes
+from telegence_activation.domain.sizing import AUTO, patch_concurrency
 from telegence_activation.exceptions import CarrierUnavailable
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.base import BulkChangeTaskMixin, CarrierWriteLog
+from telegence_activation.repository import devices as device_rows
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+# Lines waiting for their codes to be removed (API_FAILED: the carrier was unavailable last time).
+WAITING = ("PENDING", "API_FAILED")
 
 
 class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active.
 
-    Lines are patched ``max_parallel_calls`` at a time; results are committed every
-    ``commit_every`` devices, so a crash loses at most that many records (their PATCHes are sent
+    Lines are read in keyset pages (never all at once) and patched ``max_parallel_calls`` at a time
+    (``"auto"``: the carrier slots, fewer for few lines; see ``domain.sizing``); results are committed
+    every ``commit_every`` devices, on one connection per task instance, so a crash loses at most
+    that many records (their PATCHes are sent
     again by the retry, which only removes a code that is already gone; every PATCH is recorded
     before it is sent). A line the carrier stayed unavailable for ends API_FAILED and the task
     fails, so its retry patches exactly those again.
 
     :param bulk_change_id: the bulk change (templated).
-    :param max_parallel_calls: concurrent PATCH calls of this task.
+    :param max_parallel_calls: concurrent PATCH calls of this task: ``"auto"`` or an integer (templated).
+    :param carrier_slots: the carrier slots ``"auto"`` sizes from.
     :param commit_every: devices per database transaction.
     :param activation_db_conn_id: the activation database connection (templated).
     :param telegence_conn_id: the carrier connection override (templated).
     """
 
-    template_fields: Sequence[str] = ("bulk_change_id", "activation_db_conn_id", "telegence_conn_id")
+    template_fields: Sequence[str] = (
+        "bulk_change_id",
+        "max_parallel_calls",
+        "activation_db_conn_id",
+        "telegence_conn_id",
+    )
 
     def __init__(
         self,
@@ -44,8 +57,9 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
         bulk_change_id: Any,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         telegence_conn_id: str | None = None,
-        max_parallel_calls: int = 4,
-        commit_every: int = 50,
+        max_parallel_calls: Any = AUTO,
+        carrier_slots: int = 8,
+        commit_every: int = 200,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,41 +67,66 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
         self.activation_db_conn_id = activation_db_conn_id
         self.telegence_conn_id = telegence_conn_id
         self.max_parallel_calls = max_parallel_calls
+        self.carrier_slots = carrier_slots
         self.commit_every = commit_every
 
     def execute(self, context: Context) -> dict[str, int]:
+        with self.one_connection():
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
         with self.transaction() as conn:
             bulk_change = self.owned_bulk_change(conn, context)
-            devices = [
-                d
-                for status in ("PENDING", "API_FAILED")
-                for d in repo.devices_at_step(
-                    conn, bc_id, repo.STEP_REMOVE_CODES, status, only_with_removals=True
-                )
-                if d["offering_codes_removed_at"] is None and remove_offering_codes(d["change_request"])
-            ]
+            to_patch = device_rows.count_at_step(
+                conn, bc_id, repo.STEP_REMOVE_CODES, WAITING, only_with_removals=True
+            )
             repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)
         counts = {"patched": 0, "failed": 0, "api_failed": 0}
-        if devices:
+        if to_patch:
             hook = self.carrier_hook(bulk_change)
             writes = self.write_log(context)
+            callers = patch_concurrency(to_patch, int(self.carrier_slots), self.max_parallel_calls)
+            self.log.info(
+                "Bulk change %s: %d line(s) to patch, %d call(s) at a time", bc_id, to_patch, callers
+            )
             try:
-                with ThreadPoolExecutor(max_workers=self.max_parallel_calls) as pool:
-                    for start in range(0, len(devices), self.commit_every):
-                        chunk = devices[start : start + self.commit_every]
-                        results = list(pool.map(lambda d: self._patch(hook, writes, bc_id, d), chunk))
+                with ThreadPoolExecutor(max_workers=callers) as pool:
+                    # Keyset pages of the lines with codes to remove: memory is one page, whatever the size.
+                    after = -1
+                    while True:
                         with self.transaction() as conn:
-                            repo.record(
+                            page = device_rows.devices_at_step_page(
                                 conn,
-                                [update for update, _ in results],
-                                [row for _, rows in results for row in rows],
+                                bc_id,
+                                repo.STEP_REMOVE_CODES,
+                                WAITING,
+                                after_line=after,
+                                only_with_removals=True,
                             )
-                        for update, _ in results:
-                            key = {"ERROR": "failed", "API_FAILED": "api_failed"}.get(
-                                update.status, "patched"
-                            )
-                            counts[key] += 1
+                        if not page:
+                            break
+                        after = int(page[-1]["line_number"])
+                        devices = [
+                            d
+                            for d in page
+                            if d["offering_codes_removed_at"] is None
+                            and remove_offering_codes(d["change_request"])
+                        ]
+                        for start in range(0, len(devices), int(self.commit_every)):
+                            chunk = devices[start : start + int(self.commit_every)]
+                            results = list(pool.map(lambda d: self._patch(hook, writes, bc_id, d), chunk))
+                            with self.transaction() as conn:
+                                repo.record(
+                                    conn,
+                                    [update for update, _ in results],
+                                    [row for _, rows in results for row in rows],
+                                )
+                            for update, _ in results:
+                                key = {"ERROR": "failed", "API_FAILED": "api_failed"}.get(
+                                    update.status, "patched"
+                                )
+                                counts[key] += 1
             finally:
                 writes.close()
         with self.transaction() as conn:

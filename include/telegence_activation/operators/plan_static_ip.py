@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.operators.base import BulkChangeTaskMixin
+from telegence_activation.repository import devices as device_rows
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -20,7 +21,8 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
 
     Devices that need no static IP are PROCESSED now. Under ``stop`` (the default), if any device
     of the bulk change failed activation, devices that need a static IP end ERROR with that reason;
-    under ``continue`` they go on. Returns how many devices go on to the IP step.
+    under ``continue`` they go on. Returns how many devices go on to the IP step. Devices are read
+    in keyset pages of 1,000, each page written in one transaction on the task's one connection.
     """
 
     template_fields: Sequence[str] = ("bulk_change_id", "on_activation_failure", "activation_db_conn_id")
@@ -43,41 +45,36 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
         policy = str(self.on_activation_failure)
         if policy not in ("stop", "continue"):
             raise ValueError(f"on_activation_failure must be 'stop' or 'continue', got {policy!r}")
-        with self.transaction() as conn:
-            self.owned_bulk_change(conn, context)
-            failures = repo.activation_failures(conn, bc_id)
-            devices = repo.devices_at_step(conn, bc_id, repo.STEP_REMOVE_CODES)
-            updates: list[repo.DeviceUpdate] = []
-            audit: list[repo.AuditRow] = []
-            for d in devices:
-                if not d["needs_static_ip"]:
-                    update = repo.DeviceUpdate(
-                        int(d["id"]), "PROCESSED", repo.STEP_DONE, f"activated, MDN {d['subscriber_number']}"
+        onward = processed = 0
+        with self.one_connection():
+            with self.transaction() as conn:
+                self.owned_bulk_change(conn, context)
+                failures = repo.activation_failures(conn, bc_id)
+            # Keyset pages, one transaction each (statuses with their audit rows): a rerun after a
+            # crash picks up the devices still at the step; memory is one page.
+            after = -1
+            while True:
+                with self.transaction() as conn:
+                    devices = device_rows.devices_at_step_page(
+                        conn, bc_id, repo.STEP_REMOVE_CODES, after_line=after
                     )
-                elif policy == "stop" and failures:
-                    update = repo.DeviceUpdate(
-                        int(d["id"]),
-                        "ERROR",
-                        repo.STEP_REQUEST_IP,
-                        f"static IP not requested: {failures} device(s) of this bulk change failed activation "
-                        "and on_activation_failure=stop",
-                    )
-                else:
-                    update = repo.DeviceUpdate(
-                        int(d["id"]), "PENDING", repo.STEP_REQUEST_IP, "active; static IP to be requested"
-                    )
-                updates.append(update)
-                audit.append(
-                    repo.audit_of(
-                        update,
-                        bc_id,
-                        description="Telegence New Service Activation: next step",
-                        request_text=None,
-                        response_text=None,
-                    )
-                )
-            repo.record(conn, updates, audit)
-        onward = sum(1 for u in updates if u.step == repo.STEP_REQUEST_IP and u.status == "PENDING")
+                    if not devices:
+                        break
+                    after = int(devices[-1]["line_number"])
+                    updates = [self._decide(d, policy, failures) for d in devices]
+                    audit = [
+                        repo.audit_of(
+                            update,
+                            bc_id,
+                            description="Telegence New Service Activation: next step",
+                            request_text=None,
+                            response_text=None,
+                        )
+                        for update in updates
+                    ]
+                    repo.record(conn, updates, audit)
+                onward += sum(1 for u in updates if u.step == repo.STEP_REQUEST_IP and u.status == "PENDING")
+                processed += sum(1 for u in updates if u.status == "PROCESSED")
         self.log.info(
             "Bulk change %s: %d activation failure(s), policy %s, %d device(s) go on to static IP",
             bc_id,
@@ -85,4 +82,25 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
             policy,
             onward,
         )
-        return {"static_ip_devices": onward, "processed": sum(1 for u in updates if u.status == "PROCESSED")}
+        return {"static_ip_devices": onward, "processed": processed}
+
+    @staticmethod
+    def _decide(device: dict[str, Any], policy: str, failures: int) -> repo.DeviceUpdate:
+        if not device["needs_static_ip"]:
+            return repo.DeviceUpdate(
+                int(device["id"]),
+                "PROCESSED",
+                repo.STEP_DONE,
+                f"activated, MDN {device['subscriber_number']}",
+            )
+        if policy == "stop" and failures:
+            return repo.DeviceUpdate(
+                int(device["id"]),
+                "ERROR",
+                repo.STEP_REQUEST_IP,
+                f"static IP not requested: {failures} device(s) of this bulk change failed activation "
+                "and on_activation_failure=stop",
+            )
+        return repo.DeviceUpdate(
+            int(device["id"]), "PENDING", repo.STEP_REQUEST_IP, "active; static IP to be requested"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from telegence_activation.domain.report import OUTCOME_UNKNOWN
 from telegence_activation.exceptions import CarrierUnavailable
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.base import BulkChangeTaskMixin, CarrierWriteLog
+from telegence_activation.repository import devices as device_rows
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -67,42 +68,53 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
         self.activation_db_conn_id = activation_db_conn_id
         self.telegence_conn_id = telegence_conn_id
 
-    def _waiting(self, bc_id: int) -> list[dict[str, Any]]:
-        with self.transaction() as conn:
-            return [
-                d
-                for status in WAITING_STATUSES
-                for d in repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP, status)
-            ]
+    def _pages(self, bc_id: int, **filters: Any) -> Iterator[list[dict[str, Any]]]:
+        """Keyset pages of the devices waiting at the request step (``filters``: reserved /
+        submitted), each read in its own short transaction: memory is one page, whatever the size.
+        A page is a multiple of 200 devices, so a single PDP pool's calls stay full."""
+        after = -1
+        while True:
+            with self.transaction() as conn:
+                page = device_rows.devices_at_step_page(
+                    conn, bc_id, repo.STEP_REQUEST_IP, WAITING_STATUSES, after_line=after, **filters
+                )
+            if not page:
+                return
+            after = int(page[-1]["line_number"])
+            yield page
 
     def execute(self, context: Context) -> dict[str, int]:
+        with self.one_connection():
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
         with self.transaction() as conn:
             bulk_change = self.owned_bulk_change(conn, context)
-        devices = self._waiting(bc_id)
-        if not devices:
+            waiting = device_rows.count_at_step(conn, bc_id, repo.STEP_REQUEST_IP, WAITING_STATUSES)
+        if not waiting:
             raise AirflowSkipException(f"no device of bulk change {bc_id} needs a static IP")
         with self.transaction() as conn:
             repo.start_step(conn, bc_id, repo.STEP_REQUEST_IP)
             if bulk_change["status"] != "PROCESSING":  # a retry after the run had finished
                 repo.set_bulk_change_status(conn, bc_id, "PROCESSING", f"resumed by {context['run_id']}")
         hook = self.carrier_hook(bulk_change)
-        requests_by_id = {
-            int(d["id"]): (StaticIPOptions.model_validate(d["static_ip"]), str(d["billing_account"]))
-            for d in devices
-        }
         writes = self.write_log(context)
+        unsettled = submitted = 0
         try:
-            earlier = [d for d in devices if d["ip_submitted_at"] is not None]
-            unsettled = reconcile_ip_submissions(self, hook, bc_id, earlier, resubmit=True)
-            unsettled += self._reserve(
-                hook, writes, bc_id, [d for d in devices if not d["reserved_ip"]], requests_by_id
-            )
-            ready = [d for d in self._waiting(bc_id) if d["reserved_ip"] and d["ip_submitted_at"] is None]
-            submitted, failed_submit = self._submit(hook, writes, bc_id, ready, requests_by_id)
+            # 1. Devices maybe submitted before: asked about by subscriber number, never resubmitted blindly.
+            for page in self._pages(bc_id, submitted=True):
+                unsettled += reconcile_ip_submissions(self, hook, bc_id, page, resubmit=True)
+            # 2. Addresses for devices without one.
+            for page in self._pages(bc_id, reserved=False):
+                unsettled += self._reserve(hook, writes, bc_id, page, requests_of(page))
+            # 3. Provisioning for devices with an address, not submitted yet.
+            for page in self._pages(bc_id, reserved=True, submitted=False):
+                done, failed_submit = self._submit(hook, writes, bc_id, page, requests_of(page))
+                submitted += done
+                unsettled += failed_submit
         finally:
             writes.close()
-        unsettled += failed_submit
         with self.transaction() as conn:
             repo.finish_step(conn, bc_id, repo.STEP_REQUEST_IP)
         if unsettled:
@@ -274,6 +286,14 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
                     if status in ("ERROR", "API_FAILED"):  # a definite refusal or never sent: nothing taken
                         repo.mark_ip_submitted(conn, chunk_ids, submitted=False)
         return submitted, unsettled
+
+
+def requests_of(devices: list[dict[str, Any]]) -> dict[int, tuple[StaticIPOptions, str]]:
+    """The static IP options and billing account of each device, by device change id."""
+    return {
+        int(d["id"]): (StaticIPOptions.model_validate(d["static_ip"]), str(d["billing_account"]))
+        for d in devices
+    }
 
 
 def reconcile_ip_submissions(

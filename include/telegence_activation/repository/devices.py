@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from telegence_activation.domain.activation import Batch
+from telegence_activation.domain.activation import MAX_SERVICES_PER_REQUEST, Batch
 from telegence_activation.domain.steps import ACTIVATION_STEPS, STEP_ACTIVATE, STEP_WAIT_ACTIVATION
 from telegence_activation.repository.records import PROCESSED_BY, error_class_of
 
@@ -56,6 +56,38 @@ def assign_batches(conn: psycopg.Connection, batches: Sequence[Batch], first_bat
              FROM unnest(%s::bigint[], %s::int[]) AS u(id, batch_no) WHERE d.id = u.id""",
         (ids, numbers),
     )
+
+
+def assign_batches_in_order(
+    conn: psycopg.Connection, bulk_change_id: int, batch_size: int, first_batch_no: int
+) -> int:
+    """Give every device never sent and not yet batched a batch of ``batch_size``, in file order,
+    numbered from ``first_batch_no``: one set-based statement (no id list in Python, whatever the
+    size of the bulk change). Returns how many devices were batched."""
+    if not 1 <= batch_size <= MAX_SERVICES_PER_REQUEST:
+        raise ValueError(f"batch_size must be between 1 and {MAX_SERVICES_PER_REQUEST}, got {batch_size}")
+    cur = conn.execute(
+        """UPDATE activation.device_change d
+              SET batch_no = %(first)s + (o.n - 1) / %(size)s, updated_at = now()
+             FROM (SELECT id, row_number() OVER (ORDER BY line_number, id) AS n
+                     FROM activation.device_change
+                    WHERE bulk_change_id = %(bc)s AND status = 'NEW' AND activation_request_id IS NULL
+                      AND batch_no IS NULL) AS o
+            WHERE d.id = o.id""",
+        {"first": first_batch_no, "size": batch_size, "bc": bulk_change_id},
+    )
+    return cur.rowcount
+
+
+def count_to_run(conn: psycopg.Connection, bulk_change_id: int) -> int:
+    """Devices a run still has work for: not terminal, or API_FAILED (terminal but retryable)."""
+    row = conn.execute(
+        """SELECT count(*) FROM activation.device_change
+            WHERE bulk_change_id = %s AND status NOT IN ('PROCESSED', 'ERROR', 'CANCELLED')""",
+        (bulk_change_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def next_batch_no(conn: psycopg.Connection, bulk_change_id: int) -> int:
@@ -225,6 +257,117 @@ def devices_at_step(
                  WHERE bulk_change_id = %s AND step = %s AND status = %s{removals}
                  ORDER BY line_number""",
             (only_with_removals, bulk_change_id, step, status),
+        ).fetchall()
+
+
+PAGE_SIZE = 1000
+_REMOVALS = """ AND change_request @? '$.TelegenceActivationRequest.service.serviceCharacteristic[*]
+                                   ? (@.name == "removeOfferingCode")'"""
+
+
+def devices_at_step_page(
+    conn: psycopg.Connection,
+    bulk_change_id: int,
+    step: str,
+    statuses: Sequence[str] = ("PENDING",),
+    *,
+    after_line: int = -1,
+    limit: int = PAGE_SIZE,
+    only_with_removals: bool = False,
+    reserved: bool | None = None,
+    submitted: bool | None = None,
+) -> list[dict[str, Any]]:
+    """One keyset page of ``devices_at_step`` (the same columns, plus ``line_number``): devices at a
+    step in one of ``statuses`` after file line ``after_line``, in file order, at most ``limit``;
+    ``reserved`` / ``submitted`` (when not None) keep only devices with (or without) a reserved
+    address / a static IP submission mark. Callers page with the last row's ``line_number``, so no
+    step holds every device at once."""
+    removals = _REMOVALS if only_with_removals else ""
+    if reserved is not None:
+        removals += " AND reserved_ip IS NOT NULL" if reserved else " AND reserved_ip IS NULL"
+    if submitted is not None:
+        removals += " AND ip_submitted_at IS NOT NULL" if submitted else " AND ip_submitted_at IS NULL"
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT id, line_number, iccid, subscriber_number, needs_static_ip,
+                       host(reserved_ip) AS reserved_ip, ip_batch_id::text AS ip_batch_id,
+                       offering_codes_removed_at, ip_submitted_at, status,
+                       change_request -> 'StaticIPProvision' AS static_ip,
+                       change_request #>> '{{TelegenceActivationRequest,billingAccount,id}}' AS billing_account,
+                       change_request ->> 'CustomerIPRange' AS customer_ip_range,
+                       CASE WHEN %s THEN change_request END AS change_request
+                  FROM activation.device_change
+                 WHERE bulk_change_id = %s AND step = %s AND status = ANY(%s) AND line_number > %s{removals}
+                 ORDER BY line_number
+                 LIMIT %s""",
+            (only_with_removals, bulk_change_id, step, list(statuses), after_line, limit),
+        ).fetchall()
+
+
+def count_at_step(
+    conn: psycopg.Connection,
+    bulk_change_id: int,
+    step: str,
+    statuses: Sequence[str] = ("PENDING",),
+    *,
+    only_with_removals: bool = False,
+) -> int:
+    removals = _REMOVALS if only_with_removals else ""
+    row = conn.execute(
+        f"""SELECT count(*) FROM activation.device_change
+             WHERE bulk_change_id = %s AND step = %s AND status = ANY(%s){removals}""",
+        (bulk_change_id, step, list(statuses)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def pending_activation_request_ids(conn: psycopg.Connection, bulk_change_id: int) -> list[str]:
+    """The distinct activation request ids devices wait on (one per batch: 5,000 at 1,000,000)."""
+    rows = conn.execute(
+        """SELECT DISTINCT activation_request_id FROM activation.device_change
+            WHERE bulk_change_id = %s AND status = 'PENDING' AND step = %s ORDER BY 1""",
+        (bulk_change_id, STEP_WAIT_ACTIVATION),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def devices_of_activation_request(
+    conn: psycopg.Connection, bulk_change_id: int, request_id: str
+) -> dict[str, int]:
+    """``{iccid: device_change_id}`` of the devices waiting on one activation request."""
+    rows = conn.execute(
+        """SELECT iccid, id FROM activation.device_change
+            WHERE activation_request_id = %s AND bulk_change_id = %s AND status = 'PENDING' AND step = %s""",
+        (request_id, bulk_change_id, STEP_WAIT_ACTIVATION),
+    ).fetchall()
+    return {str(iccid): int(device_id) for iccid, device_id in rows}
+
+
+def ip_batch_ids_at_step(conn: psycopg.Connection, bulk_change_id: int, step: str) -> list[str]:
+    """The distinct static IP batch ids of devices waiting at ``step`` (one per 200 devices)."""
+    rows = conn.execute(
+        """SELECT DISTINCT ip_batch_id::text FROM activation.device_change
+            WHERE bulk_change_id = %s AND step = %s AND status = 'PENDING' AND ip_batch_id IS NOT NULL
+            ORDER BY 1""",
+        (bulk_change_id, step),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def devices_of_ip_batch(
+    conn: psycopg.Connection, bulk_change_id: int, step: str, ip_batch_id: str
+) -> list[dict[str, Any]]:
+    """The devices of one static IP batch waiting at ``step`` (the columns of ``devices_at_step``)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT id, line_number, iccid, subscriber_number, needs_static_ip,
+                      host(reserved_ip) AS reserved_ip, ip_batch_id::text AS ip_batch_id,
+                      change_request ->> 'CustomerIPRange' AS customer_ip_range
+                 FROM activation.device_change
+                WHERE ip_batch_id = %s::uuid AND bulk_change_id = %s AND step = %s AND status = 'PENDING'
+                ORDER BY line_number""",
+            (ip_batch_id, bulk_change_id, step),
         ).fetchall()
 
 

@@ -98,34 +98,47 @@ class DeviceUpdate:
     offering_codes_removed: bool = False
 
 
+# The optional columns of an update: how each is set from the unnested value ``u.<name>`` (sent only
+# when some update of the call carries it, so the common updates unnest 4 arrays, not 11).
+_OPTIONAL_SET = {
+    "activation_request_id": (
+        "text",
+        "activation_request_id = COALESCE(u.activation_request_id, d.activation_request_id)",
+    ),
+    "subscriber_number": ("text", "subscriber_number = COALESCE(u.subscriber_number, d.subscriber_number)"),
+    "reserved_ip": ("text", "reserved_ip = COALESCE(u.reserved_ip::inet, d.reserved_ip)"),
+    "assigned_ip": ("text", "assigned_ip = COALESCE(u.assigned_ip::inet, d.assigned_ip)"),
+    "ip_batch_id": ("text", "ip_batch_id = COALESCE(u.ip_batch_id::uuid, d.ip_batch_id)"),
+    "activated": ("boolean", "activated_at = CASE WHEN u.activated THEN now() ELSE d.activated_at END"),
+    "offering_codes_removed": (
+        "boolean",
+        "offering_codes_removed_at = CASE WHEN u.offering_codes_removed THEN now() ELSE d.offering_codes_removed_at END",
+    ),
+}
+
+
 def update_devices(conn: psycopg.Connection, updates: Sequence[DeviceUpdate]) -> None:
-    """Apply device updates with one set-based statement (arrays unnested), whatever their number."""
+    """Apply device updates with one set-based statement (arrays unnested), whatever their number.
+
+    Only the optional columns some update carries are sent (a ``None``/``False`` keeps the stored
+    value either way), so the statement is as narrow as the step's updates."""
     if not updates:
         return
-    columns: dict[str, list[Any]] = {name: [] for name in DeviceUpdate.__dataclass_fields__}
-    for update in updates:
-        for name in columns:
-            columns[name].append(getattr(update, name))
+    names = ["device_change_id", "status", "step", "status_details"]
+    names += [name for name in _OPTIONAL_SET if any(getattr(u, name) for u in updates)]
+    columns: dict[str, list[Any]] = {name: [getattr(u, name) for u in updates] for name in names}
+    types = {"device_change_id": "bigint", "status": "text", "step": "text", "status_details": "text"}
+    types.update({name: kind for name, (kind, _) in _OPTIONAL_SET.items()})
+    arrays = ", ".join(f"%({name})s::{types[name]}[]" for name in names)
+    aliases = ", ".join("id" if name == "device_change_id" else name for name in names)
+    optional = "".join(f"{_OPTIONAL_SET[name][1]}, " for name in names if name in _OPTIONAL_SET)
     conn.execute(
-        """UPDATE activation.device_change d
-              SET status = u.status, step = u.step, status_details = u.status_details,
-                  activation_request_id = COALESCE(u.activation_request_id, d.activation_request_id),
-                  subscriber_number = COALESCE(u.subscriber_number, d.subscriber_number),
-                  reserved_ip = COALESCE(u.reserved_ip::inet, d.reserved_ip),
-                  assigned_ip = COALESCE(u.assigned_ip::inet, d.assigned_ip),
-                  ip_batch_id = COALESCE(u.ip_batch_id::uuid, d.ip_batch_id),
-                  activated_at = CASE WHEN u.activated THEN now() ELSE d.activated_at END,
-                  offering_codes_removed_at = CASE WHEN u.offering_codes_removed THEN now()
-                                                   ELSE d.offering_codes_removed_at END,
+        f"""UPDATE activation.device_change d
+              SET status = u.status, step = u.step, status_details = u.status_details, {optional}
                   updated_at = now(),
                   processed_at = CASE WHEN u.status IN ('PROCESSED', 'ERROR', 'API_FAILED', 'CANCELLED') THEN now()
                                       ELSE d.processed_at END
-             FROM unnest(%(device_change_id)s::bigint[], %(status)s::text[], %(step)s::text[],
-                         %(status_details)s::text[], %(activation_request_id)s::text[],
-                         %(subscriber_number)s::text[], %(reserved_ip)s::text[], %(assigned_ip)s::text[],
-                         %(ip_batch_id)s::text[], %(activated)s::boolean[], %(offering_codes_removed)s::boolean[])
-                  AS u(id, status, step, status_details, activation_request_id, subscriber_number, reserved_ip,
-                       assigned_ip, ip_batch_id, activated, offering_codes_removed)
+             FROM unnest({arrays}) AS u({aliases})
             WHERE d.id = u.id""",
         columns,
     )

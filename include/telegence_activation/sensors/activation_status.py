@@ -11,6 +11,7 @@ from telegence_activation.domain.report import OUTCOME_UNKNOWN
 from telegence_activation.exceptions import CredentialsProblem
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.activate import ActivationSender
+from telegence_activation.repository import devices as device_rows
 from telegence_activation.sensors.base import BulkChangeSensor
 
 if TYPE_CHECKING:
@@ -39,8 +40,13 @@ class ActivationStatusSensor(BulkChangeSensor):
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         self._reconcile_unknown(bc_id, bulk_change, context)
         with self.transaction() as conn:
-            pending = repo.pending_activation_requests(conn, bc_id)
-        for request_id, devices in pending.items():
+            request_ids = device_rows.pending_activation_request_ids(conn, bc_id)
+        # One request at a time (about 200 devices): memory is one request's devices, whatever the size.
+        for request_id in request_ids:
+            with self.transaction() as conn:
+                devices = device_rows.devices_of_activation_request(conn, bc_id, request_id)
+            if not devices:
+                continue
             response = hook.activation_status(request_id)
             updates: list[repo.DeviceUpdate] = []
             request_text = f"GET {hook.path('activation_status', request_id=request_id)}"

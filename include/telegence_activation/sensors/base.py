@@ -77,6 +77,10 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         return super().execute(context)
 
     def poke(self, context: Context) -> bool:
+        with self.one_connection():  # every transaction of this check on one connection
+            return self._poke(context)
+
+    def _poke(self, context: Context) -> bool:
         bc_id = self.bulk_change
         timeout = min(float(self.check_timeout_seconds), MAX_CHECK_TIMEOUT_SECONDS)
         with self.transaction() as conn:

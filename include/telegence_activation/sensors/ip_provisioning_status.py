@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from telegence_activation import repository as repo
@@ -11,6 +10,7 @@ from telegence_activation.domain.ip import assigned_address, classify_ip_status,
 from telegence_activation.domain.report import OUTCOME_UNKNOWN
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.request_static_ips import reconcile_ip_submissions
+from telegence_activation.repository import devices as device_rows
 from telegence_activation.sensors.base import BulkChangeSensor
 
 if TYPE_CHECKING:
@@ -35,16 +35,25 @@ class IPProvisioningStatusSensor(BulkChangeSensor):
     )
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
-        with self.transaction() as conn:
-            unknown = repo.devices_at_step(conn, bc_id, repo.STEP_REQUEST_IP, "UNKNOWN")
-        if unknown:
+        # Keyset pages of the devices whose submission answer was lost (normally none).
+        after = -1
+        while True:
+            with self.transaction() as conn:
+                unknown = device_rows.devices_at_step_page(
+                    conn, bc_id, repo.STEP_REQUEST_IP, ("UNKNOWN",), after_line=after
+                )
+            if not unknown:
+                break
+            after = int(unknown[-1]["line_number"])
             reconcile_ip_submissions(self, hook, bc_id, unknown, resubmit=False)
         with self.transaction() as conn:
-            devices = repo.devices_at_step(conn, bc_id, self.step)
-        by_batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for d in devices:
-            by_batch[d["ip_batch_id"]].append(d)
-        for batch_id, batch_devices in by_batch.items():
+            batch_ids = device_rows.ip_batch_ids_at_step(conn, bc_id, self.step)
+        # One provisioning batch at a time (at most 200 devices): memory is one batch, whatever the size.
+        for batch_id in batch_ids:
+            with self.transaction() as conn:
+                batch_devices = device_rows.devices_of_ip_batch(conn, bc_id, self.step, batch_id)
+            if not batch_devices:
+                continue
             response = hook.provisioning_status(batch_id)
             if not response.ok or not isinstance(response.body, list):
                 self.log.warning("IP status of batch %s: %s; next check", batch_id, response.describe())
