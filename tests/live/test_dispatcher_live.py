@@ -18,13 +18,13 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from helpers import activations, finished, iccids, wait_until
 
 from telegence_activation.api_client import AirflowApiError, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
 from telegence_activation.triggers.bulk_change_created import CHANNEL
 from telegence_local.stack import DAG_ID, LiveStack, StackConfig
-from tests.live.test_stack_heals import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -61,11 +61,6 @@ def activation_runs_for(stack: LiveStack, bulk_change_id: int) -> list[dict[str,
     ]
 
 
-def finished(stack: LiveStack, run_id: str) -> str | None:
-    state = str(stack.client().get_run(run_id)["state"])
-    return state if state in ("success", "failed") else None
-
-
 def bulk_change(stack: LiveStack, bulk_change_id: int) -> tuple[str, str | None, dict[str, int]]:
     with psycopg.connect(stack.activation_db_uri) as conn:
         row = conn.execute(
@@ -77,11 +72,6 @@ def bulk_change(stack: LiveStack, bulk_change_id: int) -> tuple[str, str | None,
         ).fetchall()
     assert row is not None
     return str(row[0]), row[1], {s: int(n) for s, n in devices}
-
-
-def activations_per_iccid(stack: LiveStack) -> dict[str, int]:
-    assert stack.simulator is not None
-    return dict(stack.simulator.admin.counters()["activationsPerIccid"])
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +194,6 @@ def test_a_rest_trigger_in_the_same_minute_runs_once(stack: LiveStack, tmp_path:
     assert [r["dag_run_id"] for r in activation_runs_for(stack, bc)] == [run_id]
     status, owner, devices = bulk_change(stack, bc)
     assert (status, owner, devices) == ("PROCESSED", run_id, {"PROCESSED": 10})
-    with psycopg.connect(stack.activation_db_uri) as conn:
-        iccids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT iccid FROM activation.device_change WHERE bulk_change_id = %s", (bc,)
-            ).fetchall()
-        ]
-    per_iccid = activations_per_iccid(stack)
-    assert [per_iccid.get(i) for i in iccids] == [1] * len(iccids)
+    per_iccid = activations(stack)
+    lines = iccids(stack, bc)
+    assert [per_iccid.get(i) for i in lines] == [1] * len(lines)
