@@ -171,3 +171,19 @@ def test_the_database_announces_a_new_bulk_change_to_the_event_trigger_within_se
         "telegence_activation.triggers.bulk_change_created.BulkChangeCreatedTrigger",
         {"activation_db_conn_id": "activation_db"},
     )
+
+
+def test_a_backfill_run_is_told_from_the_others_whichever_run_type_enum_it_carries() -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.api.datamodels._generated import DagRunType as SdkRunType
+    from airflow.utils.types import DagRunType
+
+    from telegence_activation.operators.dispatch import is_backfill
+
+    assert is_backfill(SimpleNamespace(run_type=SdkRunType.BACKFILL))  # what a task sees
+    assert is_backfill(SimpleNamespace(run_type=DagRunType.BACKFILL_JOB))
+    assert is_backfill(SimpleNamespace(run_type="backfill"))
+    for other in (SdkRunType.SCHEDULED, SdkRunType.ASSET_TRIGGERED, SdkRunType.MANUAL, None):
+        assert not is_backfill(SimpleNamespace(run_type=other))
+    assert not is_backfill(None)

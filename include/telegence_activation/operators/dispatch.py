@@ -48,6 +48,13 @@ def announced_bulk_changes(context: Context) -> list[int]:
     return found
 
 
+def is_backfill(dag_run: Any) -> bool:
+    """Whether the run is a backfill's (the Task SDK's and the scheduler's run type enums differ in
+    ``str()``; both have the value ``"backfill"``)."""
+    run_type = getattr(dag_run, "run_type", None)
+    return str(getattr(run_type, "value", run_type)) == "backfill"
+
+
 class FindBulkChangesToDispatchOperator(BulkChangeTaskMixin, BaseOperator):
     """Which NEW bulk changes to start now (created in this run's window, older than the grace period).
 
@@ -77,8 +84,7 @@ class FindBulkChangesToDispatchOperator(BulkChangeTaskMixin, BaseOperator):
         self.activation_db_conn_id = activation_db_conn_id
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        dag_run = context.get("dag_run")
-        backfill = str(getattr(dag_run, "run_type", "")).lower().endswith("backfill")
+        backfill = is_backfill(context.get("dag_run"))
         start = context.get("data_interval_start")
         end = context.get("data_interval_end") or datetime.now(UTC)
         created_from, created_to = dispatch_window(
