@@ -59,7 +59,9 @@ def trigger(
         run = client.trigger({**(conf or {}), "bulk_change_id": bulk_change_id, "dry_run": dry_run}, run_id)
     except AirflowApiError as exc:
         if exc.status == 409:
-            raise ActionRefused(f"bulk change {bulk_change_id} was already triggered as run {run_id}") from exc
+            raise ActionRefused(
+                f"bulk change {bulk_change_id} was already triggered as run {run_id}"
+            ) from exc
         raise
     return Outcome(f"triggered run {run['dag_run_id']} ({run['state']})", {"run": run["dag_run_id"]})
 

@@ -105,7 +105,9 @@ def trigger(args: argparse.Namespace) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") if args.dry_run else None
     try:
         with psycopg.connect(activation_db_uri()) as conn:
-            outcome = actions.trigger(conn, _client(args), args.bulk_change_id, conf=conf, dry_run_stamp=stamp)
+            outcome = actions.trigger(
+                conn, _client(args), args.bulk_change_id, conf=conf, dry_run_stamp=stamp
+            )
     except actions.ActionRefused as refused:
         print(f"error: {refused}", file=sys.stderr)
         return 1
