@@ -9,6 +9,7 @@ deadlines (a busy 2-core machine must pass).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -59,6 +60,26 @@ def activation_runs_for(stack: LiveStack, bulk_change_id: int) -> list[dict[str,
     return [
         r for r in runs_of(stack, DAG_ID) if (r.get("conf") or {}).get("bulk_change_id") == bulk_change_id
     ]
+
+
+def dispatcher_summary_naming(stack: LiveStack, bulk_change_id: int) -> dict[str, Any] | None:
+    """The summary of a finished dispatcher run that dispatched or skipped the bulk change."""
+    client = stack.client()
+    for run in runs_of(stack, DISPATCHER):
+        if run["state"] != "success":
+            continue
+        entry = client.request(
+            "GET",
+            f"/api/v2/dags/{DISPATCHER}/dagRuns/{run['dag_run_id']}/taskInstances/find_bulk_changes"
+            "/xcomEntries/summary",
+        )
+        said = json.loads(entry["value"]) if isinstance(entry["value"], str) else entry["value"]
+        named = bulk_change_id in said["dispatched"] or any(
+            s.startswith(f"{bulk_change_id}: ") for s in said["skipped"]
+        )
+        if named:
+            return dict(said)
+    return None
 
 
 def bulk_change(stack: LiveStack, bulk_change_id: int) -> tuple[str, str | None, dict[str, int]]:
@@ -179,18 +200,17 @@ def test_a_rest_trigger_in_the_same_minute_runs_once(stack: LiveStack, tmp_path:
         rest = "refused (409: the dispatcher was first)"
     print(f"\nREST trigger for bulk change {bc}: {rest}")
     assert wait_until(lambda: finished(stack, run_id), 400, f"run {run_id} finished") == "success"
-    ended = str(stack.client().get_run(run_id)["end_date"])
-    # The dispatcher run of the announcement skipped it or started it; let the minute schedule
-    # look at it too (a run started after this one ended), then nothing has started it twice.
-    wait_until(
-        lambda: any(
-            r["run_type"] == "scheduled" and r["state"] == "success" and str(r["start_date"]) > ended
-            for r in runs_of(stack, DISPATCHER)
-        ),
-        180,
-        "a scheduled dispatcher run after the bulk change finished",
-        every=2,
+    # The dispatcher run of the announcement saw it too: it started it (REST refused) or skipped
+    # it (REST first), and nothing has started it twice.
+    said = wait_until(
+        lambda: dispatcher_summary_naming(stack, bc), 180, f"a dispatcher run naming {bc}", every=2
     )
+    if rest == "created the run":
+        assert bc not in said["dispatched"] and f"{bc}: run {run_id} exists" in " ".join(said["skipped"]), (
+            said
+        )
+    else:
+        assert bc in said["dispatched"], said
     assert [r["dag_run_id"] for r in activation_runs_for(stack, bc)] == [run_id]
     status, owner, devices = bulk_change(stack, bc)
     assert (status, owner, devices) == ("PROCESSED", run_id, {"PROCESSED": 10})
