@@ -92,21 +92,15 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
             )
             try:
                 with ThreadPoolExecutor(max_workers=callers) as pool:
-                    # Keyset pages of the lines with codes to remove: memory is one page, whatever the size.
-                    after = -1
-                    while True:
-                        with self.transaction() as conn:
-                            page = device_rows.devices_at_step_page(
-                                conn,
-                                bc_id,
-                                repo.STEP_REMOVE_CODES,
-                                WAITING,
-                                after_line=after,
-                                only_with_removals=True,
-                            )
-                        if not page:
-                            break
-                        after = int(page[-1]["line_number"])
+                    # Pages of the lines with codes to remove: memory is one page, whatever the size.
+                    for page in device_rows.step_pages(
+                        self.transaction,
+                        bc_id,
+                        repo.STEP_REMOVE_CODES,
+                        WAITING,
+                        span=5 * device_rows.PAGE_SIZE,  # about one line in ten has codes to remove
+                        only_with_removals=True,
+                    ):
                         devices = [
                             d
                             for d in page

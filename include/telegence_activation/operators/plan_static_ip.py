@@ -50,28 +50,21 @@ class PlanStaticIPOperator(BulkChangeTaskMixin, BaseOperator):
             with self.transaction() as conn:
                 self.owned_bulk_change(conn, context)
                 failures = repo.activation_failures(conn, bc_id)
-            # Keyset pages, one transaction each (statuses with their audit rows): a rerun after a
-            # crash picks up the devices still at the step; memory is one page.
-            after = -1
-            while True:
-                with self.transaction() as conn:
-                    devices = device_rows.devices_at_step_page(
-                        conn, bc_id, repo.STEP_REMOVE_CODES, after_line=after
+            # Pages of 1,000 lines, each page's statuses and audit rows in one transaction: a rerun
+            # after a crash picks up the devices still at the step; memory is one page.
+            for devices in device_rows.step_pages(self.transaction, bc_id, repo.STEP_REMOVE_CODES):
+                updates = [self._decide(d, policy, failures) for d in devices]
+                audit = [
+                    repo.audit_of(
+                        update,
+                        bc_id,
+                        description="Telegence New Service Activation: next step",
+                        request_text=None,
+                        response_text=None,
                     )
-                    if not devices:
-                        break
-                    after = int(devices[-1]["line_number"])
-                    updates = [self._decide(d, policy, failures) for d in devices]
-                    audit = [
-                        repo.audit_of(
-                            update,
-                            bc_id,
-                            description="Telegence New Service Activation: next step",
-                            request_text=None,
-                            response_text=None,
-                        )
-                        for update in updates
-                    ]
+                    for update in updates
+                ]
+                with self.transaction() as conn:
                     repo.record(conn, updates, audit)
                 onward += sum(1 for u in updates if u.step == repo.STEP_REQUEST_IP and u.status == "PENDING")
                 processed += sum(1 for u in updates if u.status == "PROCESSED")

@@ -3,7 +3,8 @@ ones, the static IP submission mark and the CSV export (``activation.device_chan
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -272,16 +273,18 @@ def devices_at_step_page(
     statuses: Sequence[str] = ("PENDING",),
     *,
     after_line: int = -1,
-    limit: int = PAGE_SIZE,
+    span: int = PAGE_SIZE,
     only_with_removals: bool = False,
     reserved: bool | None = None,
     submitted: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """One keyset page of ``devices_at_step`` (the same columns, plus ``line_number``): devices at a
-    step in one of ``statuses`` after file line ``after_line``, in file order, at most ``limit``;
-    ``reserved`` / ``submitted`` (when not None) keep only devices with (or without) a reserved
-    address / a static IP submission mark. Callers page with the last row's ``line_number``, so no
-    step holds every device at once."""
+    """One page of ``devices_at_step`` (the same columns, plus ``line_number`` and ``status``): the
+    devices at a step in one of ``statuses`` among file lines ``after_line + 1 .. after_line + span``,
+    in file order; ``reserved`` / ``submitted`` (when not None) keep only devices with (or without)
+    a reserved address / a static IP submission mark. A page is a range of lines, read through the
+    (bulk change, line) index whatever the filters select, so every page costs at most ``span``
+    rows (a LIMIT page with a selective filter can make the planner sort the whole step for each
+    page: 88 s instead of 24 s for 10,000 PATCHes at 100,000 devices). ``step_pages`` walks them."""
     removals = _REMOVALS if only_with_removals else ""
     if reserved is not None:
         removals += " AND reserved_ip IS NOT NULL" if reserved else " AND reserved_ip IS NULL"
@@ -295,13 +298,57 @@ def devices_at_step_page(
                        change_request -> 'StaticIPProvision' AS static_ip,
                        change_request #>> '{{TelegenceActivationRequest,billingAccount,id}}' AS billing_account,
                        change_request ->> 'CustomerIPRange' AS customer_ip_range,
-                       CASE WHEN %s THEN change_request END AS change_request
+                       CASE WHEN %(removals)s THEN change_request END AS change_request
                   FROM activation.device_change
-                 WHERE bulk_change_id = %s AND step = %s AND status = ANY(%s) AND line_number > %s{removals}
-                 ORDER BY line_number
-                 LIMIT %s""",
-            (only_with_removals, bulk_change_id, step, list(statuses), after_line, limit),
+                 WHERE bulk_change_id = %(bc)s AND line_number > %(after)s AND line_number <= %(after)s + %(span)s
+                   AND step = %(step)s AND status = ANY(%(statuses)s){removals}
+                 ORDER BY line_number""",
+            {
+                "removals": only_with_removals,
+                "bc": bulk_change_id,
+                "after": after_line,
+                "span": span,
+                "step": step,
+                "statuses": list(statuses),
+            },
         ).fetchall()
+
+
+def line_bounds(conn: psycopg.Connection, bulk_change_id: int) -> tuple[int, int] | None:
+    """(first, last) file line of a bulk change, None when it has no device."""
+    row = conn.execute(
+        "SELECT min(line_number), max(line_number) FROM activation.device_change WHERE bulk_change_id = %s",
+        (bulk_change_id,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+def step_pages(
+    transaction: Callable[[], AbstractContextManager[psycopg.Connection]],
+    bulk_change_id: int,
+    step: str,
+    statuses: Sequence[str] = ("PENDING",),
+    *,
+    span: int = PAGE_SIZE,
+    **filters: Any,
+) -> Iterator[list[dict[str, Any]]]:
+    """The non-empty pages of ``devices_at_step_page`` over the whole bulk change, each read in its
+    own ``transaction()``: a step holds one page of devices at a time, whatever the size."""
+    with transaction() as conn:
+        bounds = line_bounds(conn, bulk_change_id)
+    if bounds is None:
+        return
+    after = bounds[0] - 1
+    while after < bounds[1]:
+        with transaction() as conn:
+            page = devices_at_step_page(
+                conn, bulk_change_id, step, statuses, after_line=after, span=span, **filters
+            )
+        after += span
+        if page:
+            yield page
 
 
 def count_at_step(
@@ -332,16 +379,19 @@ def pending_activation_request_ids(conn: psycopg.Connection, bulk_change_id: int
     return [str(r[0]) for r in rows]
 
 
-def devices_of_activation_request(
-    conn: psycopg.Connection, bulk_change_id: int, request_id: str
-) -> dict[str, int]:
-    """``{iccid: device_change_id}`` of the devices waiting on one activation request."""
+def devices_of_activation_requests(
+    conn: psycopg.Connection, bulk_change_id: int, request_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """``{request id: {iccid: device_change_id}}`` of the devices waiting on these activation requests."""
     rows = conn.execute(
-        """SELECT iccid, id FROM activation.device_change
-            WHERE activation_request_id = %s AND bulk_change_id = %s AND status = 'PENDING' AND step = %s""",
-        (request_id, bulk_change_id, STEP_WAIT_ACTIVATION),
+        """SELECT activation_request_id, iccid, id FROM activation.device_change
+            WHERE activation_request_id = ANY(%s) AND bulk_change_id = %s AND status = 'PENDING' AND step = %s""",
+        (list(request_ids), bulk_change_id, STEP_WAIT_ACTIVATION),
     ).fetchall()
-    return {str(iccid): int(device_id) for iccid, device_id in rows}
+    found: dict[str, dict[str, int]] = {}
+    for request_id, iccid, device_id in rows:
+        found.setdefault(str(request_id), {})[str(iccid)] = int(device_id)
+    return found
 
 
 def ip_batch_ids_at_step(conn: psycopg.Connection, bulk_change_id: int, step: str) -> list[str]:

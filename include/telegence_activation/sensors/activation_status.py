@@ -17,6 +17,9 @@ from telegence_activation.sensors.base import BulkChangeSensor
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+# Activation requests read and recorded per transaction (5 x 200 devices).
+REQUESTS_PER_TRANSACTION = 5
+
 
 class ActivationStatusSensor(BulkChangeSensor):
     """Wait until every sent device is ``active`` with its MDN (PENDING at the next step) or
@@ -41,86 +44,102 @@ class ActivationStatusSensor(BulkChangeSensor):
         self._reconcile_unknown(bc_id, bulk_change, context)
         with self.transaction() as conn:
             request_ids = device_rows.pending_activation_request_ids(conn, bc_id)
-        # One request at a time (about 200 devices): memory is one request's devices, whatever the size.
-        for request_id in request_ids:
+        # REQUESTS_PER_TRANSACTION requests at a time (about 1,000 devices): one read, their status
+        # calls, one transaction with their updates and audit rows. Memory is one chunk, whatever the size.
+        for start in range(0, len(request_ids), REQUESTS_PER_TRANSACTION):
+            chunk = request_ids[start : start + REQUESTS_PER_TRANSACTION]
             with self.transaction() as conn:
-                devices = device_rows.devices_of_activation_request(conn, bc_id, request_id)
-            if not devices:
-                continue
-            response = hook.activation_status(request_id)
-            updates: list[repo.DeviceUpdate] = []
-            request_text = f"GET {hook.path('activation_status', request_id=request_id)}"
-            if response.status == 404:
-                updates = [
-                    repo.DeviceUpdate(
-                        device_id,
-                        "ERROR",
-                        self.step,
-                        f"the carrier does not know activation request {request_id} (HTTP 404); "
-                        "retry-failed sends the SIM again (a SIM the carrier has is found through its 409 answer)",
-                    )
-                    for device_id in devices.values()
-                ]
-                self.record(
-                    bc_id,
-                    updates,
-                    [
-                        repo.audit_of(
-                            u,
-                            bc_id,
-                            description=self.description,
-                            request_text=request_text,
-                            response_text=response.text,
-                        )
-                        for u in updates
-                    ],
-                )
-                continue
-            if not response.ok:
-                self.log.warning(
-                    "Activation status of request %s: %s; next check", request_id, response.describe()
-                )
-                continue
+                by_request = device_rows.devices_of_activation_requests(conn, bc_id, chunk)
+            pending_updates: list[repo.DeviceUpdate] = []
+            pending_audit: list[repo.AuditRow] = []
             try:
-                states = parse_activation_answer(response.body)
-            except MalformedResponse as exc:
-                self.log.warning(
-                    "Activation status of request %s unreadable (%s); next check", request_id, exc
+                for request_id, devices in by_request.items():
+                    self._check_request(hook, bc_id, request_id, devices, pending_updates, pending_audit)
+            finally:  # what was learnt before a failure is kept
+                self.record(bc_id, pending_updates, pending_audit)
+
+    def _check_request(
+        self,
+        hook: TelegenceHook,
+        bc_id: int,
+        request_id: str,
+        devices: dict[str, int],
+        pending_updates: list[repo.DeviceUpdate],
+        pending_audit: list[repo.AuditRow],
+    ) -> None:
+        """Read one activation request's status; its devices' updates and audit rows are appended."""
+        response = hook.activation_status(request_id)
+        updates: list[repo.DeviceUpdate] = []
+        request_text = f"GET {hook.path('activation_status', request_id=request_id)}"
+        if response.status == 404:
+            updates = [
+                repo.DeviceUpdate(
+                    device_id,
+                    "ERROR",
+                    self.step,
+                    f"the carrier does not know activation request {request_id} (HTTP 404); "
+                    "retry-failed sends the SIM again (a SIM the carrier has is found through its 409 answer)",
                 )
-                continue
-            audit: list[repo.AuditRow] = []
-            for iccid, device_id in devices.items():
-                state = states.get(iccid)
-                if state is None or state.outcome == "pending":
-                    continue
-                if state.outcome == "active":
-                    update = repo.DeviceUpdate(
-                        device_id,
-                        "PENDING",
-                        repo.STEP_REMOVE_CODES,
-                        f"active, MDN {state.subscriber_number}",
-                        subscriber_number=state.subscriber_number,
-                        activated=True,
-                    )
-                else:
-                    update = repo.DeviceUpdate(
-                        device_id,
-                        "ERROR",
-                        self.step,
-                        f"activation rejected by the carrier: {state.error or 'no reason given'}",
-                    )
-                updates.append(update)
-                audit.append(
+                for device_id in devices.values()
+            ]
+            pending_updates.extend(updates)
+            pending_audit.extend(
+                [
                     repo.audit_of(
-                        update,
+                        u,
                         bc_id,
-                        step=self.step,
                         description=self.description,
                         request_text=request_text,
-                        response_text=json.dumps(state.__dict__),
+                        response_text=response.text,
                     )
+                    for u in updates
+                ],
+            )
+            return
+        if not response.ok:
+            self.log.warning(
+                "Activation status of request %s: %s; next check", request_id, response.describe()
+            )
+            return
+        try:
+            states = parse_activation_answer(response.body)
+        except MalformedResponse as exc:
+            self.log.warning("Activation status of request %s unreadable (%s); next check", request_id, exc)
+            return
+        audit: list[repo.AuditRow] = []
+        for iccid, device_id in devices.items():
+            state = states.get(iccid)
+            if state is None or state.outcome == "pending":
+                continue
+            if state.outcome == "active":
+                update = repo.DeviceUpdate(
+                    device_id,
+                    "PENDING",
+                    repo.STEP_REMOVE_CODES,
+                    f"active, MDN {state.subscriber_number}",
+                    subscriber_number=state.subscriber_number,
+                    activated=True,
                 )
-            self.record(bc_id, updates, audit)
+            else:
+                update = repo.DeviceUpdate(
+                    device_id,
+                    "ERROR",
+                    self.step,
+                    f"activation rejected by the carrier: {state.error or 'no reason given'}",
+                )
+            updates.append(update)
+            audit.append(
+                repo.audit_of(
+                    update,
+                    bc_id,
+                    step=self.step,
+                    description=self.description,
+                    request_text=request_text,
+                    response_text=json.dumps(state.__dict__),
+                )
+            )
+        pending_updates.extend(updates)
+        pending_audit.extend(audit)
 
     def _reconcile_unknown(self, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         """Send again the devices whose activation answer was lost: the carrier's 409 settles them."""

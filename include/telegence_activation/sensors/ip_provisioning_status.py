@@ -35,16 +35,8 @@ class IPProvisioningStatusSensor(BulkChangeSensor):
     )
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
-        # Keyset pages of the devices whose submission answer was lost (normally none).
-        after = -1
-        while True:
-            with self.transaction() as conn:
-                unknown = device_rows.devices_at_step_page(
-                    conn, bc_id, repo.STEP_REQUEST_IP, ("UNKNOWN",), after_line=after
-                )
-            if not unknown:
-                break
-            after = int(unknown[-1]["line_number"])
+        # Pages of the devices whose submission answer was lost (normally none).
+        for unknown in device_rows.step_pages(self.transaction, bc_id, repo.STEP_REQUEST_IP, ("UNKNOWN",)):
             reconcile_ip_submissions(self, hook, bc_id, unknown, resubmit=False)
         with self.transaction() as conn:
             batch_ids = device_rows.ip_batch_ids_at_step(conn, bc_id, self.step)
