@@ -127,7 +127,7 @@ def test_concurrent_takers_never_get_more_than_rate_times_t_plus_burst(db_uri: s
         f"{sum(1 for w in waited if w > 0)} waits, longest {max(waited):.3f} s; per taker {[len(m) for m in taken]}"
     )
     assert len(times) <= bound
-    assert busiest <= most_calls(limit, 1.0) + 1  # +1: a sleep that overran can bunch two sends
+    assert busiest <= most_calls(limit, 1.0) + 2  # +2: sleeps that overran can bunch sends
     assert len(times) >= 0.85 * limit.rate * seconds  # the limit is used, not starved
     assert all(mine for mine in taken)  # every taker was served
 
