@@ -46,6 +46,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from telegence_activation import metrics
 from telegence_activation.connection_spec import CONNECTION_FIELDS, DEFAULT_PATHS
+from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.domain.activation import parse_activation_answer
 from telegence_activation.domain.http import (
     is_ambiguous_status,
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from telegence_activation.hooks.activation_db import ActivationDbHook
 
 # The activation database connection that holds the rate limit's buckets, unless told otherwise.
-RATE_LIMIT_DB_CONN_ID = "activation_db"
+RATE_LIMIT_DB_CONN_ID = ACTIVATION_DB_CONN_ID
 
 # Extras this hook reads; HttpHook would otherwise send every unknown extra as a header.
 _OWN_EXTRAS = frozenset(
