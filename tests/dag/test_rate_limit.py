@@ -254,6 +254,81 @@ def test_waits_are_counted_and_timed_in_the_metrics(
     assert len(waited) == 2 and all(400 <= ms <= 600 for ms in waited), waited
 
 
+# A task process: waits for the go, then reads statuses as fast as its hook lets it.
+TASK_PROCESS = r"""
+import pathlib, sys, time
+from telegence_activation.hooks.telegence import TelegenceHook
+
+folder, me, calls = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+hook = TelegenceHook("telegence_sp_1")
+assert hook.activation_status("no-such-request").status == 404  # warm: connections made
+(folder / f"ready-{me}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.01)
+for _ in range(calls):
+    assert hook.activation_status("no-such-request").status == 404
+print("done")
+"""
+
+
+def test_task_processes_at_once_keep_the_carriers_limit(
+    sim: RunningSimulator, db_uri: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3 processes (as 3 task instances of any runs) share one account's limit: 0 answers 429."""
+    processes, calls = 3, 15
+    sim.admin.load_scenario(
+        scenario(
+            accounts=[
+                {
+                    "app_id": APP_ID,
+                    "app_secret": APP_SECRET,
+                    "rate_limit": {"per_second": CARRIER_RATE, "burst": CARRIER_BURST},
+                }
+            ]
+        )
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_TELEGENCE_SP_1": telegence_conn(
+            sim, max_calls_per_second=CARRIER_RATE, burst=CARRIER_BURST - 2, max_attempts=1
+        ),
+    }
+    with psycopg.connect(db_uri, autocommit=True) as conn:
+        repo.delete_rate_bucket(conn, bucket_key(sim.base_url, APP_ID))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", TASK_PROCESS, str(tmp_path), str(n), str(calls)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tmp_path.glob("ready-*"))) < processes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        began = time.monotonic()
+        outputs = [child.communicate(timeout=90) for child in children]
+        took = time.monotonic() - began
+    finally:
+        for child in children:
+            child.kill()
+    for child, (out, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0 and "done" in out, err[-3000:]
+    counters = sim.admin.counters(iccids=False)
+    total = processes * (calls + 1)
+    print(
+        f"\n{processes} processes, {total} calls at {CARRIER_RATE}/s: {counters['throttled']} answers 429, {took:.1f} s"
+    )
+    assert counters["throttled"] == 0
+    assert counters["calls"]["activation_status"] == {"404": total}
+    # Paced by the limit, not by luck: after the go, the calls took at least what the rate allows.
+    assert took >= (processes * calls - (CARRIER_BURST - 2)) / CARRIER_RATE - 0.1
+
+
 # ---------------------------------------------------------------------------------- a whole run
 
 
