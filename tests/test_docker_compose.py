@@ -375,6 +375,7 @@ CELERY_SETTINGS = (
     "AIRFLOW__CELERY__TASK_ACKS_LATE",
     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT",
 )
 
 
@@ -401,7 +402,7 @@ def test_celery_recipe_runs_what_the_live_celery_stack_runs(compose: dict[str, A
     assert any(str(v).endswith(":/data") for v in redis.get("volumes") or []), "the append-only file is kept"
     # The settings: in the file, read by the stack, and consistent with each other.
     assert set(CELERY_SETTINGS) <= set(settings)
-    assert set(CELERY_SETTINGS) <= set(config.SHARED_ENV_KEYS)
+    assert set(CELERY_SETTINGS) <= {*config.SHARED_ENV_KEYS, *config.SHARED_CELERY_ENV_KEYS}
     stack = config.StackConfig(executor="celery")
     for key in CELERY_SETTINGS:
         assert stack.extra_env[key] == settings[key], key
@@ -415,6 +416,14 @@ def test_celery_recipe_runs_what_the_live_celery_stack_runs(compose: dict[str, A
         3600, 10 * heartbeat
     )
     assert 30 <= heartbeat <= 300
+    # A queued task whose message a dead worker took is queued again after this; only with Celery.
+    queued = int(settings["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"])
+    assert heartbeat < queued <= 600
+    assert (
+        stack.extra_env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]
+        == settings["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]
+    )
+    assert "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT" not in config.StackConfig().extra_env
     with pytest.raises(ValueError, match="executor"):
         config.StackConfig(executor="kubernetes")
 

@@ -94,7 +94,8 @@ class StackConfig:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         # The settings shared with docker-compose.yaml under the caller's own (a test's short retry
         # delay wins over the shared one).
-        self.extra_env = {**shared_env(), **self.extra_env}
+        celery = {key: shared_settings()[key] for key in SHARED_CELERY_ENV_KEYS} if self.celery else {}
+        self.extra_env = {**shared_env(), **celery, **self.extra_env}
 
     @property
     def celery(self) -> bool:
@@ -133,6 +134,8 @@ SHARED_ENV_KEYS = (
     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
 )
+# Shared settings given only with the CeleryExecutor (the LocalExecutor stack keeps its own).
+SHARED_CELERY_ENV_KEYS = ("AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT",)
 
 
 def shared_settings(path: Path | None = None) -> dict[str, str]:

@@ -5,9 +5,10 @@ The stack is the one ``make demo EXECUTOR=celery`` runs: a Redis broker (Debian'
 installed with apt when missing), Celery results in the metadata database, two workers in
 sessions of their own with their own Celery hostnames, the same DAG unchanged, and the settings of
 deploy/airflow.env that docker-compose.yaml uses too (acks late, prefetch 1, visibility timeout).
-Only the task heartbeat timeout is shortened here (30 s instead of 120 s), so the scheduler fails
-the dead worker's running task instances sooner, and the DAG's retries run them again on a live
-worker. The run must end ``success`` with nothing lost, no ICCID activated twice by the carrier and
+Only the task heartbeat and queued timeouts are shortened here (30 s and 60 s instead of 120 s and
+300 s): the scheduler fails the dead worker's running task instances (the DAG's retries run them
+again on a live worker) and queues again the ones whose message the dead worker had taken but not
+started. The run must end ``success`` with nothing lost, no ICCID activated twice by the carrier and
 no audit row written twice.
 
 Everything waits on states with generous deadlines, never on fixed sleeps.
@@ -58,6 +59,9 @@ DEVICES = 2000
 # 20 activate instances of 100 devices: enough that some are running on each worker when one dies.
 CONF = {"activation_check_interval_seconds": 2, "ip_check_interval_seconds": 2, "batch_size": 100}
 HEARTBEAT_TIMEOUT = 30
+# A message the killed worker had received but not started stays unacknowledged in Redis: its task
+# instance waits queued this long, then the scheduler takes it back and queues it again.
+QUEUED_TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,8 @@ def stack(pg_server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "TELEGENCE_TASK_RETRY_DELAY_SECONDS": "2",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT),
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "5",
             },
         )
     )
@@ -238,6 +244,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_activates_nothing_twice(
         "killed_tis": len(keys),
         "devices_written_by_killed_tries": sum(written.values()),
         "worker_restarts": stack.restarts.get(victim, 0),
+        "queued_again": stack.log_tail("scheduler", 10**8).count("Task stuck in queued; will try to requeue"),
     }
     print(f"celery kill figures: {figures}")
     assert state == "success", figures
