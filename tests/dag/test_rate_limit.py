@@ -23,7 +23,13 @@ from conftest import APP_ID, APP_SECRET, scenario, statuses, telegence_conn
 from test_metrics import PREFIX, StatsdListener, statsd  # noqa: F401  (the real StatsD listener fixture)
 
 from telegence_activation import repository as repo
-from telegence_activation.domain.rate_limit import RateLimit, RateLimitSettingError, bucket_key, most_calls
+from telegence_activation.domain.rate_limit import (
+    RateLimit,
+    RateLimitSettingError,
+    bucket_key,
+    most_calls,
+    wait_seconds,
+)
 from telegence_activation.hooks.activation_db import ActivationDbHook
 from telegence_activation.hooks.telegence import (
     CarrierRateLimiter,
@@ -67,20 +73,26 @@ def test_a_take_is_one_statement_of_about_a_millisecond(db_uri: str) -> None:
 
 def test_an_empty_bucket_makes_the_next_taker_wait_for_its_refill(db_uri: str) -> None:
     key = _key()
-    limit = RateLimit(rate=4, burst=2)
+    limit = RateLimit(rate=2, burst=2)
     with psycopg.connect(db_uri, autocommit=True) as conn:
+        began = time.monotonic()
         taken = [repo.take_rate_token(conn, key, limit) for _ in range(4)]
-        # Created full (2 tokens): two takes go at once, the next two are a debt of 1 and 2 tokens.
-        assert [round(tokens) for tokens, _ in taken] == [1, 0, -1, -2]
-        assert taken[2][0] == pytest.approx(-1, abs=0.05)  # (refilled a little meanwhile)
+        took = time.monotonic() - began
+        # Created full (2 tokens): two takes go at once, the next two are a debt of 1 and 2 tokens
+        # (less what refilled meanwhile: 2 tokens a second).
+        for (tokens, _since), expected in zip(taken, (1, 0, -1, -2), strict=True):
+            assert expected <= tokens <= expected + limit.rate * took + 1e-6
         bucket = repo.get_rate_bucket(conn, key)
         assert bucket is not None and (bucket["takes"], bucket["waits"]) == (4, 2)
-        time.sleep(0.5)  # refills 2 tokens: the debt of 2 is paid, the next take is a debt of 1
+        time.sleep(1.0)  # refills 2 tokens: the debt of 2 is paid, the next take is a debt of 1
         tokens, since = repo.take_rate_token(conn, key, limit)
-    from telegence_activation.domain.rate_limit import wait_seconds
-
-    assert tokens == pytest.approx(-1, abs=0.1)
-    assert wait_seconds(tokens, limit, since) == pytest.approx(0.25, abs=0.03)
+        elapsed = time.monotonic() - began
+    # 2 tokens, 5 takes, refilled at 2 a second: at most 1 token of debt after that second, never
+    # more than the whole time refilled.
+    assert -1 - 1e-6 <= tokens <= 2 - 5 + limit.rate * elapsed + 1e-6
+    # Its wait: one token's refill (0.5 s) for a debt of 1, less the answer's age.
+    assert wait_seconds(tokens, limit, since) == pytest.approx(max(0.0, -tokens / limit.rate - since))
+    assert wait_seconds(tokens, limit, since) <= 0.5
 
 
 def test_concurrent_takers_never_get_more_than_rate_times_t_plus_burst(db_uri: str) -> None:
