@@ -86,7 +86,7 @@ def assign_batches_in_order(
         raise ValueError(f"batch_size must be between 1 and {MAX_SERVICES_PER_REQUEST}, got {batch_size}")
     cur = conn.execute(
         """UPDATE activation.device_change d
-              SET batch_no = %(first)s + (o.n - 1) / %(size)s, updated_at = now()
+              SET batch_no = %(first)s::bigint + (o.n - 1) / %(size)s::bigint, updated_at = now()
              FROM (SELECT id, row_number() OVER (ORDER BY line_number, id) AS n
                      FROM activation.device_change
                     WHERE bulk_change_id = %(bc)s AND status = 'NEW' AND activation_request_id IS NULL
@@ -317,7 +317,8 @@ def devices_at_step_page(
                        change_request ->> 'CustomerIPRange' AS customer_ip_range,
                        CASE WHEN %(removals)s THEN change_request END AS change_request
                   FROM activation.device_change
-                 WHERE bulk_change_id = %(bc)s AND line_number > %(after)s AND line_number <= %(after)s + %(span)s
+                 WHERE bulk_change_id = %(bc)s AND line_number > %(after)s::bigint
+                   AND line_number <= %(after)s::bigint + %(span)s::bigint
                    AND step = %(step)s AND status = ANY(%(statuses)s){removals}
                  ORDER BY line_number""",
             {
