@@ -50,3 +50,14 @@ def test_auto_gives_each_carrier_slot_work(carrier, make_bulk_change, run_dag, d
     assert statuses(db, bc.id) == {"PROCESSED": 30}
     assert len(task_states(run)["activate"]) == 10
     assert sum(calls(carrier, "activate").values()) == 10
+
+
+def test_a_page_beyond_line_32767_is_read(db) -> None:
+    # psycopg sends small ints as smallint: the page bounds must not overflow it (a 100,000-device
+    # bulk change failed at line 32,768 before they were cast): 30,000 + 5,000 overflowed.
+    from telegence_activation.repository import devices as device_rows
+
+    page = device_rows.devices_at_step_page(
+        db, 2**31 - 1, "RemoveOfferingCodes", after_line=30_000, span=5_000, only_with_removals=True
+    )
+    assert page == []
