@@ -34,6 +34,7 @@ DESC_RESERVE = "Telegence Static IP Provisioning: Reserve IP Address"
 DESC_SUBMIT = "Telegence Static IP Provisioning: Request IP Assignment"
 DESC_RECONCILE = "Telegence Static IP Provisioning: Check Earlier Submission"
 MAX_SUBSCRIBERS_PER_REQUEST = 200
+GROUP = 5 * MAX_SUBSCRIBERS_PER_REQUEST  # devices handled together (calls of 200 each)
 WAITING_STATUSES = ("PENDING", "API_FAILED", "UNKNOWN")
 
 
@@ -69,11 +70,21 @@ class RequestStaticIPsOperator(BulkChangeTaskMixin, BaseOperator):
         self.telegence_conn_id = telegence_conn_id
 
     def _pages(self, bc_id: int, **filters: Any) -> Iterator[list[dict[str, Any]]]:
-        """Pages of the devices waiting at the request step (``filters``: reserved / submitted),
-        each read in its own short transaction: memory is one page of 1,000 lines, whatever the size."""
-        return device_rows.step_pages(
+        """Groups of ``GROUP`` devices waiting at the request step (``filters``: reserved /
+        submitted), read in pages of 1,000 lines, each in its own short transaction: memory is about
+        two groups, whatever the size. Groups are whole multiples of 200 devices (the last one
+        excepted), so a pool's reservations and submissions stay full calls (pages of lines alone
+        made 200 calls of each where 167 do at 100,000 devices)."""
+        held: list[dict[str, Any]] = []
+        for page in device_rows.step_pages(
             self.transaction, bc_id, repo.STEP_REQUEST_IP, WAITING_STATUSES, **filters
-        )
+        ):
+            held.extend(page)
+            while len(held) >= GROUP:
+                yield held[:GROUP]
+                held = held[GROUP:]
+        if held:
+            yield held
 
     def execute(self, context: Context) -> dict[str, int]:
         with self.one_connection():
