@@ -23,10 +23,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-# Two xdist workers; every test under tests/live/ is one group (chosen by path in
-# tests/conftest.py) run on one worker, module after module, while the other worker runs the
-# rest. PYTEST_PARALLEL= runs the suite serially.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+# Three xdist workers on two cores: the live-stack modules are two groups (LIVE_GROUPS in
+# tests/conftest.py), each run on one worker, module after module (their stacks mostly wait on the
+# carrier and the scheduler), while the third runs the other tests; all share what is left.
+# PYTEST_PARALLEL= runs the suite serially.
+PYTEST_PARALLEL ?= -n 3 --dist loadgroup
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)

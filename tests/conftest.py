@@ -203,21 +203,40 @@ def scratch_db(pg_server_uri: str) -> Iterator[str]:
 # ------------------------------------------------------------------------- xdist: scheduling
 
 # The modules that each start a whole live Airflow stack (api-server, scheduler, dag-processor,
-# triggerer, LocalExecutor workers, simulator, some an embedded server of their own).
+# triggerer, executor workers, simulator, some an embedded server of their own), in two groups of
+# about the same length: each group runs on one worker, module after module, so at most two stacks
+# run at once; a live module not listed here is a group of its own.
 LIVE_TESTS = "tests/live/"
+LIVE_GROUPS = {
+    "test_live_stack.py": "live-a",
+    "test_chaos.py": "live-a",
+    "test_celery.py": "live-a",
+    "test_stack_heals.py": "live-b",
+    "test_ui_browser.py": "live-b",
+    "test_dispatcher_live.py": "live-b",
+}
+
+
+def live_group(nodeid: str) -> str | None:
+    """The xdist group of a test under ``tests/live/`` (None for any other test)."""
+    if not nodeid.startswith(LIVE_TESTS):
+        return None
+    module = nodeid.split("::", 1)[0]
+    return LIVE_GROUPS.get(module[len(LIVE_TESTS) :], module)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` (what ``make test`` runs) with every test under ``tests/live/`` in one
-    group: the live stacks run on one worker, one module after the other (two stacks at once on
-    2 cores would compete for them and their deadlines), while the other workers share the rest
-    test by test. The live group, the biggest unit, is handed out first.
+    """``--dist loadgroup`` (what ``make test`` runs) with the live modules in their groups
+    (``LIVE_GROUPS``) and every other test a unit of its own. xdist hands out the units with the
+    most tests first, so the two live groups start at once on two workers while a third (``make
+    test`` runs three: the stacks mostly wait on the carrier and the scheduler's loop) runs the
+    other tests, and every worker takes the short tests left when its group is done.
 
-    The group is chosen here from the test's path, on the controller, and not with
+    The groups are chosen here from the test's path, on the controller, and not with
     ``@pytest.mark.xdist_group``: with pytest 9.2, pytest-xdist 3.8's loadgroup no longer sees
     that mark (it renames the worker's node ids, which pytest 9.2 ignores; pytest-xdist issue
-    1386) and would silently spread the live tests over both workers.
+    1386) and would silently spread the live tests over the workers, each starting the stack.
     """
     if config.getvalue("dist") != "loadgroup":
         return None
@@ -225,10 +244,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class LiveGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(LIVE_TESTS):
-                if os.environ.get("XD_EXPERIMENT_SPLIT_LIVE"):
-                    return "live:" + nodeid.split("::", 1)[0]
-                return "live"
-            return str(super()._split_scope(nodeid))
+            return live_group(nodeid) or str(super()._split_scope(nodeid))
 
     return LiveGroupScheduling(config, log)
