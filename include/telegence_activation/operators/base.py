@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -79,23 +80,40 @@ class CarrierWriteLog:
         self._hook = hook
         self._bulk_change_id = bulk_change_id
         self._sent_by = sent_by
-        self._conn: psycopg.Connection | None = None
+        # One autocommit connection per sending thread (remove_offering_codes PATCHes from several):
+        # threads sharing one would queue on it, two commits per write each.
+        self._local = threading.local()
+        self._all: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            conn: psycopg.Connection = self._hook.get_conn()  # type: ignore[assignment]
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._hook.get_conn()  # type: ignore[assignment]
+            assert conn is not None
             conn.autocommit = True
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        """Close this thread's connection (broken): its next write opens a fresh one."""
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def for_devices(self, step: str, device_change_ids: Sequence[int]) -> _DeviceWrites:
         """A recorder for writes about these devices at this step."""
         return _DeviceWrites(self, step, list(device_change_ids))
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
 
 
 class _DeviceWrites:
@@ -121,7 +139,7 @@ class _DeviceWrites:
                 sent_by=self._log._sent_by,
             )
         except psycopg.OperationalError:
-            self._log.close()  # a fresh connection next time; this request is not sent
+            self._log._drop()  # a fresh connection next time; this request is not sent
             raise
         self.last_id = write_id
         return write_id
@@ -132,7 +150,7 @@ class _DeviceWrites:
                 self._log._connection(), int(token), http_status=status, response_text=text, error_text=error
             )
         except psycopg.OperationalError:
-            self._log.close()
+            self._log._drop()
             raise
 
 
