@@ -82,6 +82,9 @@ class StackConfig:
     app_secret: str = "demo-app-secret"
     service_provider_id: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Added to the carrier connection's extra, e.g. {"max_calls_per_second": 10, "burst": 2} for the
+    # shared carrier rate limit (README "Carrier rate limit").
+    carrier_extra: dict[str, Any] = field(default_factory=dict)
     supervise: bool = True
     # "local": the scheduler's LocalExecutor runs the tasks; "celery": the CeleryExecutor, a Redis
     # broker and `workers` Celery workers (each `worker_concurrency` task slots) run them.

@@ -248,7 +248,13 @@ class LiveStack(StackSupervision):
             "host": self.simulator.base_url,
             "login": cfg.app_id,
             "password": cfg.app_secret,
-            "extra": {"write_enabled": True, "timeout": 30, "max_attempts": 5, "backoff_initial": 0.5},
+            "extra": {
+                "write_enabled": True,
+                "timeout": 30,
+                "max_attempts": 5,
+                "backoff_initial": 0.5,
+                **cfg.carrier_extra,
+            },
         }
         env.update(
             {
