@@ -301,7 +301,10 @@ def devices_at_step_page(
     a reserved address / a static IP submission mark. A page is a range of lines, read through the
     (bulk change, line) index whatever the filters select, so every page costs at most ``span``
     rows (a LIMIT page with a selective filter can make the planner sort the whole step for each
-    page: 88 s instead of 24 s for 10,000 PATCHes at 100,000 devices). ``step_pages`` walks them."""
+    page: 88 s instead of 24 s for 10,000 PATCHes at 100,000 devices). The line range is read in a
+    subquery the planner may not flatten (``OFFSET 0``): with the step's statistics stale (a step
+    just filled), it otherwise read the step's index and filtered lines, 0.5 s a page at
+    1,000,000 devices. ``step_pages`` walks them."""
     removals = _REMOVALS if only_with_removals else ""
     if reserved is not None:
         removals += " AND reserved_ip IS NOT NULL" if reserved else " AND reserved_ip IS NULL"
@@ -316,10 +319,11 @@ def devices_at_step_page(
                        change_request #>> '{{TelegenceActivationRequest,billingAccount,id}}' AS billing_account,
                        change_request ->> 'CustomerIPRange' AS customer_ip_range,
                        CASE WHEN %(removals)s THEN change_request END AS change_request
-                  FROM activation.device_change
-                 WHERE bulk_change_id = %(bc)s AND line_number > %(after)s::bigint
-                   AND line_number <= %(after)s::bigint + %(span)s::bigint
-                   AND step = %(step)s AND status = ANY(%(statuses)s){removals}
+                  FROM (SELECT * FROM activation.device_change
+                         WHERE bulk_change_id = %(bc)s AND line_number > %(after)s::bigint
+                           AND line_number <= %(after)s::bigint + %(span)s::bigint
+                        OFFSET 0) AS d
+                 WHERE step = %(step)s AND status = ANY(%(statuses)s){removals}
                  ORDER BY line_number""",
             {
                 "removals": only_with_removals,
