@@ -47,6 +47,7 @@ EXECUTOR ?= local
 demo: install
 	$(BIN)/python -m telegence_local.demo --executor $(EXECUTOR) $(DEMO_ARGS)
 
+# BENCH_ARGS=--with-100k adds 100,000 devices, --with-1m 1,000,000 (about half an hour on 2 cores).
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
