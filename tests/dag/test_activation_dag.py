@@ -210,8 +210,12 @@ def test_429_retry_after_is_honoured(carrier, make_bulk_change, run_dag, db, mon
     assert run.state == "success"
     assert statuses(db, bc.id) == {"PROCESSED": 8}
     counters = carrier.admin.counters(iccids=False)
+    # 429s were answered (on whichever calls came within a second of the one before: on a loaded
+    # machine the activation POSTs may come further apart than that), every call throttled was
+    # retried to success, and no line was activated twice.
     assert counters["throttled"] > 0
-    assert calls(carrier, "activate").get("429", 0) > 0
+    answered_429 = sum(by_status.get("429", 0) for by_status in counters["calls"].values())
+    assert answered_429 == counters["throttled"]
     assert set(activations(carrier, bc.iccids).values()) == {1}
 
 
