@@ -85,14 +85,18 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            for name in ("scheduler", "api-server"):
+            # The task processes are the scheduler's children (LocalExecutor) or the Celery
+            # workers' (CeleryExecutor).
+            workers = list(self.stack.config.worker_names) if self.stack.config.celery else []
+            for name in ("scheduler", "api-server", *workers):
                 process = self.stack.processes.get(name)
                 if process is None:
                     continue
                 try:
                     main = psutil.Process(process.pid)
-                    self.peak[name] = max(self.peak[name], main.memory_info().rss / 2**20)
-                    if name == "scheduler":
+                    if name in self.peak:
+                        self.peak[name] = max(self.peak[name], main.memory_info().rss / 2**20)
+                    if name == "scheduler" or name in workers:
                         for child in main.children(recursive=True):
                             rss = child.memory_info().rss / 2**20
                             if "airflow" in " ".join(child.cmdline()) or child.name().startswith("python"):
@@ -122,10 +126,14 @@ def minimum_calls(devices: int, static_ip: int, removals: int) -> int:
 
 
 def run_end_to_end(
-    stack: LiveStack, devices: int, workdir: Path, batches_per_task: int | str
+    stack: LiveStack,
+    devices: int,
+    workdir: Path,
+    batches_per_task: int | str,
+    scenario: dict[str, Any] = SCENARIO,
 ) -> dict[str, Any]:
     assert stack.simulator is not None
-    stack.simulator.admin.load_scenario(SCENARIO)  # fresh counters for this size
+    stack.simulator.admin.load_scenario(scenario)  # fresh counters for this size
     csv_path = write_sample_csv(workdir / f"bench-{devices}.csv", devices, static_ip_every=3)
     result = ingest_csv(stack.activation_db_uri, csv_path, BulkChangeSpec(1, IntakeOptions("287301234567")))
     client = stack.client()
@@ -392,6 +400,15 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def at_rate(rate: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The scenario with the carrier's rate limit, and the connection extra that keeps to it."""
+    if not rate:
+        return SCENARIO, {}
+    burst = max(3, round(rate))
+    account = {**SCENARIO["accounts"][0], "rate_limit": {"per_second": rate, "burst": burst}}
+    return {**SCENARIO, "accounts": [account]}, {"max_calls_per_second": rate, "burst": burst - 2}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -407,6 +424,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-sleep", type=float, default=0.2, help="[scheduler] scheduler_idle_sleep_time")
     parser.add_argument(
         "--batches-per-task", default="auto", help="the DAG param of the same name ('auto' or an integer)"
+    )
+    parser.add_argument(
+        "--executor", choices=("local", "celery"), default="local", help="the stack's executor"
+    )
+    parser.add_argument(
+        "--carrier-rate",
+        type=float,
+        default=None,
+        help="the carrier's rate limit in calls/s (burst: one second's worth), and the connection's "
+        "max_calls_per_second set to it (burst 2 under the carrier's): the shared rate limit at work",
+    )
+    parser.add_argument(
+        "--no-client-limit",
+        action="store_true",
+        help="with --carrier-rate: leave the connection without max_calls_per_second (what the carrier does then)",
     )
     args = parser.parse_args(argv)
     sizes = args.sizes + ([100_000] if args.with_100k else []) + ([1_000_000] if args.with_1m else [])
@@ -424,17 +456,25 @@ def main(argv: list[str] | None = None) -> int:
             "scheduler_idle_sleep_time": args.idle_sleep,
             "batches_per_task": args.batches_per_task,
             "poll_interval_s": POLL_S,
+            "executor": args.executor,
+            "carrier_rate_per_s": args.carrier_rate,
+            "client_rate_limit": bool(args.carrier_rate) and not args.no_client_limit,
         },
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
     print(f"database writes ({args.db_rows:,} rows) ...", flush=True)
     results["db_writes"] = bench_db_writes(server_uri, args.db_rows, workdir)
+    scenario, carrier_extra = at_rate(args.carrier_rate)
+    if args.no_client_limit:
+        carrier_extra = {}
     stack = LiveStack(
         StackConfig(
             home=workdir / "airflow",
             api_port=args.api_port,
-            scenario=SCENARIO,
+            scenario=scenario,
+            carrier_extra=carrier_extra,
+            executor=args.executor,
             db_server_uri=server_uri,
             parallelism=args.parallelism,
             pool_slots=args.pool_slots,
@@ -452,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         results["end_to_end"] = []
         for devices in sizes:
             print(f"end to end, {devices:,} devices ...", flush=True)
-            results["end_to_end"].append(run_end_to_end(stack, devices, workdir, args.batches_per_task))
+            results["end_to_end"].append(
+                run_end_to_end(stack, devices, workdir, args.batches_per_task, scenario)
+            )
             print(json.dumps(results["end_to_end"][-1]), flush=True)
     finally:
         stack.stop()
