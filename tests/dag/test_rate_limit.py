@@ -411,3 +411,21 @@ def test_the_same_run_without_the_limit_is_throttled(
     assert throttled > 0
     # No extra, no bucket: nothing but the carrier's own limit paced these calls.
     assert repo.get_rate_bucket(db, bucket_key(carrier.base_url, APP_ID)) is None
+
+
+def test_a_task_keeps_its_rate_limit_bucket_in_the_runs_own_activation_database(
+    sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose params name another activation database keeps the bucket there, not in
+    ``activation_db`` (which that run may not even have)."""
+    from telegence_activation.operators.activate import ActivateBatchOperator
+
+    _hook_conn(sim, monkeypatch, "telegence_sp_1", max_calls_per_second=5)
+    task = ActivateBatchOperator(
+        task_id="activate_rate_db", bulk_change_id=1, batch_no=0, activation_db_conn_id="other_activation_db"
+    )
+    hook = task.carrier_hook({"service_provider_id": 1})
+    assert hook.rate_limit_db_conn_id == "other_activation_db"
+    with pytest.raises(CarrierRateLimitUnavailable, match="'other_activation_db' does not exist"):
+        hook.activation_status("x")  # the bucket is looked for there, and nothing is sent without it
+    assert sim.admin.counters(iccids=False)["calls"] == {}

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from psycopg.pq import TransactionStatus
 
 from telegence_activation import repository as repo
+from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.exceptions import (
     BulkChangeNotFound,
     BulkChangeNotOwned,
@@ -52,11 +53,17 @@ def telegence_conn_id_for(service_provider_id: int, override: str | None = None)
 
 
 def telegence_hook_for(
-    service_provider_id: int, *, require_write: bool = True, conn_id: str | None = None
+    service_provider_id: int,
+    *,
+    require_write: bool = True,
+    conn_id: str | None = None,
+    rate_limit_db_conn_id: str = ACTIVATION_DB_CONN_ID,
 ) -> TelegenceHook:
     """The Telegence hook of a service provider (or of ``conn_id``), checked for credentials and
-    write permission."""
-    hook = TelegenceHook(telegence_conn_id_for(service_provider_id, conn_id))
+    write permission; its rate limit's bucket lives in ``rate_limit_db_conn_id``."""
+    hook = TelegenceHook(
+        telegence_conn_id_for(service_provider_id, conn_id), rate_limit_db_conn_id=rate_limit_db_conn_id
+    )
     conn = hook.get_connection(hook.telegence_conn_id)
     if not conn.login or not conn.password:
         raise CredentialsProblem(
@@ -253,8 +260,12 @@ class BulkChangeTaskMixin:
         if self._carrier_hooks is None:
             self._carrier_hooks = {}
         if key not in self._carrier_hooks:
+            # The rate limit's bucket in the run's own activation database (a param may name another).
             self._carrier_hooks[key] = telegence_hook_for(
-                key[0], require_write=require_write, conn_id=self.telegence_conn_id
+                key[0],
+                require_write=require_write,
+                conn_id=self.telegence_conn_id,
+                rate_limit_db_conn_id=self.activation_db_conn_id,
             )
         return self._carrier_hooks[key]
 
