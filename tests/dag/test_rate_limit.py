@@ -420,6 +420,7 @@ def test_a_task_keeps_its_rate_limit_bucket_in_the_runs_own_activation_database(
     ``activation_db`` (which that run may not even have)."""
     from telegence_activation.operators.activate import ActivateBatchOperator
 
+    sim.admin.load_scenario(scenario())  # fresh counters
     _hook_conn(sim, monkeypatch, "telegence_sp_1", max_calls_per_second=5)
     task = ActivateBatchOperator(
         task_id="activate_rate_db", bulk_change_id=1, batch_no=0, activation_db_conn_id="other_activation_db"
