@@ -12,13 +12,14 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 import pytest
+from helpers import duplicate_audit_rows, finished, statuses, wait_until
 
 from telegence_activation.api_client import run_id_for
 from telegence_activation.domain.intake import IntakeOptions
@@ -38,21 +39,6 @@ SCENARIO: dict[str, Any] = {
     "ip_pools": [{"pdp_name": "DEMO.PDP", "cidr": "10.20.0.0/16"}],
 }
 CONF = {"activation_check_interval_seconds": 2, "ip_check_interval_seconds": 2, "batch_size": 50}
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    """Poll ``condition`` (exceptions count as "not yet") until it is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the database or the api-server may be restarting
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"not {what} within {timeout:.0f} s (last error: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -85,37 +71,6 @@ def new_bulk_change(stack: LiveStack, tmp_path: Path, n: int) -> int:
     return ingest_csv(
         stack.activation_db_uri, path, BulkChangeSpec(1, IntakeOptions("BAN-HEAL"))
     ).bulk_change_id
-
-
-def statuses(stack: LiveStack, bulk_change_id: int) -> dict[str, int]:
-    with psycopg.connect(stack.activation_db_uri, connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM activation.device_change WHERE bulk_change_id = %s GROUP BY 1",
-            (bulk_change_id,),
-        ).fetchall()
-    return {s: int(n) for s, n in rows}
-
-
-def duplicate_audit_rows(stack: LiveStack, bulk_change_id: int) -> int:
-    with psycopg.connect(stack.activation_db_uri) as conn:
-        row = conn.execute(
-            """SELECT coalesce(sum(n - 1), 0) FROM (
-                   SELECT count(*) AS n FROM activation.device_change_log WHERE bulk_change_id = %s
-                    GROUP BY device_change_id, step, description, request_text, response_text, response_status,
-                             error_text, carrier_write_id
-                   HAVING count(*) > 1) d""",
-            (bulk_change_id,),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def run_state(stack: LiveStack, run_id: str) -> str:
-    return str(stack.client().get_run(run_id)["state"])
-
-
-def finished(stack: LiveStack, run_id: str) -> str | None:
-    state = run_state(stack, run_id)
-    return state if state in ("success", "failed") else None
 
 
 def double_activations(stack: LiveStack, bulk_change_id: int) -> int:
