@@ -92,23 +92,28 @@ COMPONENT_CONNECTIONS: dict[str, frozenset[str]] = {
 BROKER_CLIENTS = frozenset({"scheduler"})
 
 
-def redis_server() -> str:
-    """Debian's redis-server, installed with apt when it is missing (as root; what the Chromium of the
-    browser tests does too). Debian's package rather than a PyPI wheel carrying a binary: Debian
-    keeps 7.0 patched (bookworm's security updates); the wheels found carry Redis 6.0/6.2, out of
-    support."""
-    if not Path(REDIS_SERVER).exists():
+def debian_package(executable: str, package: str) -> str:
+    """``executable``, installed from Debian's ``package`` with apt when it is missing (as root):
+    the stack's redis-server, the browser tests' Chromium."""
+    if not Path(executable).exists():
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for command in (
             ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", "redis-server"],
+            ["apt-get", "install", "-y", "--no-install-recommends", package],
         ):
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
             if done.returncode != 0:
                 raise RuntimeError(
-                    f"cannot install Debian's redis-server ({' '.join(command)}): {done.stderr[-2000:]}"
+                    f"cannot install Debian's {package} ({' '.join(command)}): {done.stderr[-2000:]}"
                 )
-    return REDIS_SERVER
+    return executable
+
+
+def redis_server() -> str:
+    """Debian's redis-server (installed when missing). Debian's package rather than a PyPI wheel
+    carrying a binary: Debian keeps 7.0 patched (bookworm's security updates); the wheels found
+    carry Redis 6.0/6.2, out of support."""
+    return debian_package(REDIS_SERVER, "redis-server")
 
 
 class LiveStack(StackSupervision):

@@ -19,10 +19,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from telegence_activation.api_client import run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.domain.report import CSV_COLUMNS
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
-from telegence_local.stack import LiveStack, StackConfig
+from telegence_local.stack import LiveStack, StackConfig, debian_package
 
 # Under xdist (make test) every module under tests/live/ is one group (tests/conftest.py chooses it
 # from the path): the live stacks run on one worker, one after the other.
@@ -73,16 +71,10 @@ REJECTED = 3
 
 def chromium() -> str:
     """Debian's Chromium, installed with apt when it is missing (the test set-up's one install)."""
-    if not Path(CHROMIUM).exists():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-        ):
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
-            if done.returncode != 0:
-                pytest.fail(f"cannot install Chromium ({' '.join(command)}): {done.stderr[-2000:]}")
-    return CHROMIUM
+    try:
+        return debian_package(CHROMIUM, "chromium")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
