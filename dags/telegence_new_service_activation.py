@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk.configuration import conf
 
 from telegence_activation.assets import BULK_CHANGE_FINISHED
 from telegence_activation.operators.activate import ActivateBatchOperator
@@ -51,6 +52,10 @@ CONNECTIONS = {
     "activation_db_conn_id": "{{ params.activation_db_conn_id }}",
     "telegence_conn_id": "{{ params.telegence_conn_id }}",
 }
+# How the two checks wait between pokes, per run: rescheduled (default) or deferred to the
+# triggerer on a time-only trigger (the pokes stay on the worker). The param's default follows
+# Airflow's [operators] default_deferrable (False unless the deployment turns it on).
+DEFERRABLE_CHECKS = {"deferrable": "{{ params.deferrable_checks }}"}
 
 with DAG(
     dag_id="telegence_new_service_activation",
@@ -145,6 +150,14 @@ with DAG(
             maximum=MAX_CHECK_TIMEOUT_SECONDS,
             description="Deadline of the static IP checks, from their first check (kept in the database).",
         ),
+        "deferrable_checks": Param(
+            conf.getboolean("operators", "default_deferrable", fallback=False),
+            type="boolean",
+            description=(
+                "Wait between the activation and static IP checks deferred to the triggerer (a time-only "
+                "trigger; the checks still run on a worker) instead of rescheduled by the scheduler."
+            ),
+        ),
         "activation_db_conn_id": Param(
             "activation_db", type="string", minLength=1, description="The activation database connection."
         ),
@@ -202,6 +215,7 @@ with DAG(
         poke_interval=ACTIVATION_CHECK_INTERVAL,  # what the serialized DAG shows; a run's param overrides
         check_interval_seconds="{{ params.activation_check_interval_seconds }}",
         check_timeout_seconds="{{ params.activation_check_timeout_seconds }}",
+        **DEFERRABLE_CHECKS,
         pool=CARRIER_POOL,
         # Devices of the batches that did activate still need their status, whatever failed.
         trigger_rule=TriggerRule.ALL_DONE,
@@ -234,6 +248,7 @@ with DAG(
         poke_interval=IP_CHECK_INTERVAL,
         check_interval_seconds="{{ params.ip_check_interval_seconds }}",
         check_timeout_seconds="{{ params.ip_check_timeout_seconds }}",
+        **DEFERRABLE_CHECKS,
         pool=CARRIER_POOL,
         # Checks whatever was submitted, also when the request step skipped or failed part-way.
         trigger_rule=TriggerRule.ALL_DONE,

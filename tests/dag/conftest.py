@@ -41,6 +41,7 @@ DEFAULT_CONF = {
     "on_activation_failure": "stop",
     "activation_check_timeout_seconds": 3600,
     "ip_check_timeout_seconds": 3600,
+    "deferrable_checks": False,
     "addition_bulk_change_id": None,
     "carrier_data_group": None,
     "carrier_rate_pool": None,

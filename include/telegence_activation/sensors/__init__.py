@@ -1,1 +1,1 @@
-"""Sensors: reschedule-mode polls of the carrier's asynchronous work."""
+"""Sensors: polls of the carrier's asynchronous work, rescheduled (default) or deferred to a time-only trigger."""

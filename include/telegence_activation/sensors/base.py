@@ -3,6 +3,15 @@
 Each poke asks the carrier about every device still waiting, stores what is final (with an audit
 row), and returns False while anything is left; the worker slot is freed between pokes.
 
+**Two ways to wait between pokes**, chosen per run (``deferrable``, templated; the DAG's
+``deferrable_checks`` param): *reschedule* (the default) ends the try with
+``AirflowRescheduleException`` and the scheduler starts the next poke after the interval;
+*deferrable* defers to Airflow's time-only ``DateTimeTrigger`` (``TimeDeltaTrigger``) and the
+triggerer hands the task back to a worker after the interval, where ``execute_complete`` pokes
+again. The poke itself, which needs the carrier's credentials, always runs on the worker: the
+triggerer gets nothing but a moment in time (it has no carrier connection). The deadline, the
+retries and every database write are the same in both ways.
+
 **The deadline lives in the database**, not in Airflow's counters: the first check of a step
 sets ``step_timing.deadline_at`` = now + ``check_timeout_seconds``; task retries (the sensors
 retry generously, since an open scheduler race, apache/airflow#71172, can fail a reschedule) and
@@ -14,10 +23,13 @@ fixed at parse time, well beyond the longest deadline a run can ask for, as a sa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseSensorOperator, timezone
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
@@ -32,9 +44,44 @@ if TYPE_CHECKING:
 MAX_CHECK_TIMEOUT_SECONDS = 48 * 3600
 AIRFLOW_SENSOR_TIMEOUT = timedelta(seconds=MAX_CHECK_TIMEOUT_SECONDS) + timedelta(hours=24)
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})
+
+
+def as_bool(value: Any) -> bool:
+    """A rendered boolean (``True``, ``"False"``, ``"true"``, ``0``, ``None``...) as a bool.
+
+    Unlike ``bool(value)``, the string ``"False"`` is False; anything that is not recognisably a
+    boolean raises ValueError rather than being guessed.
+    """
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(f"not a boolean: {value!r}")
+
 
 class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
-    """Shared sensor glue: interval from a templated param, the deadline kept in the database."""
+    """Shared sensor glue: interval from a templated param, the deadline kept in the database.
+
+    :param bulk_change_id: the bulk change (templated).
+    :param check_interval_seconds: seconds between checks for this run (templated).
+    :param check_timeout_seconds: the step's deadline from its first check, kept in the database
+        (templated).
+    :param activation_db_conn_id: the activation database connection (templated).
+    :param telegence_conn_id: the carrier connection override (templated).
+    :param deferrable: wait between checks deferred to the triggerer (a time-only trigger) instead
+        of rescheduled by the scheduler; the checks run on the worker either way (templated, so a
+        run can choose; ``"False"`` is false). Default: ``[operators] default_deferrable``.
+    """
 
     template_fields: Sequence[str] = (
         "bulk_change_id",
@@ -42,6 +89,7 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         "check_timeout_seconds",
         "activation_db_conn_id",
         "telegence_conn_id",
+        "deferrable",
     )
     step: str
     description: str
@@ -57,6 +105,7 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         check_timeout_seconds: Any = 3600,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         telegence_conn_id: str | None = None,
+        deferrable: bool | str = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("mode", "reschedule")
@@ -67,6 +116,15 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         self.check_timeout_seconds = check_timeout_seconds
         self.activation_db_conn_id = activation_db_conn_id
         self.telegence_conn_id = telegence_conn_id
+        self.deferrable = deferrable
+
+    @property
+    def defers(self) -> bool:
+        """Whether this run waits between checks deferred (the rendered ``deferrable``)."""
+        try:
+            return as_bool(self.deferrable)
+        except ValueError as exc:  # an authoring mistake: no retry would fix it
+            raise AirflowFailException(f"deferrable: {exc}") from exc
 
     def execute(self, context: Context) -> Any:
         # ``poke_interval`` is set at parse time (the DAG passes the param's default, so the
@@ -74,7 +132,53 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
         # ``check_interval_seconds`` param, rendered like any template field, overrides it for that
         # run. The timeout is never touched here (fixed at parse time).
         self.poke_interval = float(self.check_interval_seconds)
-        return super().execute(context)
+        if not self.defers:
+            return super().execute(context)
+        return self._check_or_defer(context, timezone.utcnow(), deferrals=0)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        started_at: str | None = None,
+        deferrals: int = 0,
+    ) -> Any:
+        """Back from the time-only trigger: check again (on the worker), then done or defer again.
+
+        ``started_at`` (the first check of this try) bounds the wait by Airflow's sensor
+        ``timeout`` as reschedule mode does; ``dag.test()`` resumes without the deferral's kwargs,
+        and then the bound counts from now (the deadline in the database is what ends a wait).
+        """
+        self.poke_interval = float(self.check_interval_seconds)
+        start = datetime.fromisoformat(started_at) if started_at else timezone.utcnow()
+        return self._check_or_defer(context, start, deferrals=deferrals)
+
+    def _check_or_defer(self, context: Context, started_at: datetime, *, deferrals: int) -> None:
+        """One check; if devices are still waiting, defer to a time-only trigger for one interval."""
+        if self.poke(context):
+            self.log.info("Success criteria met after %d deferral(s). Exiting.", deferrals)
+            return None
+        elapsed = (timezone.utcnow() - started_at).total_seconds()
+        if elapsed > self.timeout:  # Airflow's safety net, as in reschedule mode (after a check)
+            message = (
+                f"Sensor has timed out; run duration of {elapsed} seconds exceeds "
+                f"the specified timeout of {self.timeout}."
+            )
+            if self.soft_fail:
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
+        self.log.info(
+            "Devices still waiting: deferring for %s s (deferral %d)", self.poke_interval, deferrals + 1
+        )
+        self.defer(
+            # Time only: the triggerer learns a moment, never a connection or a bulk change.
+            trigger=TimeDeltaTrigger(timedelta(seconds=self.poke_interval)),
+            method_name="execute_complete",
+            kwargs={"started_at": started_at.isoformat(), "deferrals": deferrals + 1},
+            # Only if the event never comes (a triggerer down): the scheduler fails the wait at
+            # Airflow's sensor timeout, as it would end a rescheduled one.
+            timeout=timedelta(seconds=max(self.timeout - elapsed, 0.0) + self.poke_interval),
+        )
 
     def poke(self, context: Context) -> bool:
         with self.one_connection():  # every transaction of this check on one connection
