@@ -30,7 +30,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 PYTEST_PARALLEL ?= -n 3 --dist loadgroup
 
 test: install lint
-	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) --durations=25 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

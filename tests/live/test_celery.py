@@ -17,11 +17,13 @@ Everything waits on states with generous deadlines, never on fixed sleeps.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from helpers import (
     wait_until,
 )
 
-from telegence_activation.api_client import run_id_for
+from telegence_activation.api_client import DAG_ID, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
 from telegence_activation.intake import BulkChangeSpec, ingest_csv, write_sample_csv
 from telegence_local.config import BROKER, CELERY_BROKER_ENV
@@ -54,9 +56,13 @@ SCENARIO: dict[str, Any] = {
     "activation": {"unit": "seconds", "reserved_after": 1, "done_after": 3},
     "ip_provisioning": {"unit": "seconds", "check_after": 0.3, "reserve_after": 0.6, "done_after": 1.2},
     "ip_pools": [{"pdp_name": "DEMO.PDP", "cidr": "10.20.0.0/16"}],
+    # Each activation call takes 1.5 s: an activate instance (a few batches of 100) is midway, with
+    # a write sent and devices left to send, for seconds rather than milliseconds.
+    "faults": [{"endpoint": "activate", "kind": "latency", "seconds": 1.5}],
 }
 DEVICES = 2000
-# 20 activate instances of 100 devices: enough that some are running on each worker when one dies.
+# 20 batches of 100 devices, grouped a few per activate instance by the automatic sizing: some
+# are running on each worker when one dies.
 CONF = {"activation_check_interval_seconds": 2, "ip_check_interval_seconds": 2, "batch_size": 100}
 HEARTBEAT_TIMEOUT = 30
 # A message the killed worker had received but not started stays unacknowledged in Redis: its task
@@ -136,6 +142,34 @@ def devices_written(stack: LiveStack, bc: int, run_id: str, map_index: int, try_
     return int(row[0]) if row else 0
 
 
+def worker_up(stack: LiveStack, name: str) -> bool:
+    return stack.status.get(name) == "up" and name in stack.processes
+
+
+def batch_groups(stack: LiveStack, run_id: str) -> list[list[int]] | None:
+    """``prepare``'s return value once it succeeded: ``[first batch, how many]`` per activate
+    instance (map index = position)."""
+    prepare = [t for t in stack.client().task_instances(run_id) if t["task_id"] == "prepare"]
+    if not prepare or prepare[0]["state"] != "success":
+        return None
+    entry = stack.client().request(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/prepare/xcomEntries/return_value"
+    )
+    value = json.loads(entry["value"]) if isinstance(entry["value"], str) else entry["value"]
+    return [list(group) for group in value]
+
+
+def group_size(stack: LiveStack, bc: int, first: int, count: int) -> int:
+    """Devices in the batches ``first`` .. ``first + count - 1``."""
+    with psycopg.connect(stack.activation_db_uri, connect_timeout=5) as conn:
+        row = conn.execute(
+            """SELECT count(*) FROM activation.device_change
+                WHERE bulk_change_id = %s AND batch_no >= %s AND batch_no < %s""",
+            (bc, first, first + count),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_the_stack_runs_celery_workers_apart_on_loopback_with_secrets_where_tasks_run(
     stack: LiveStack,
 ) -> None:
@@ -191,9 +225,13 @@ def test_a_worker_killed_mid_run_loses_nothing_and_activates_nothing_twice(
     started = time.monotonic()
     stack.client().trigger({"bulk_change_id": bc, **CONF}, run_id)
 
-    def mid_run() -> tuple[str, list[dict[str, Any]], dict[int, int]] | None:
-        # Activate instances running on a worker that have recorded (and so sent) carrier writes
-        # already, while the bulk change as a whole is not all sent.
+    groups = wait_until(lambda: batch_groups(stack, run_id), 400, "prepare's batch groups")
+    sizes = {index: group_size(stack, bc, *group) for index, group in enumerate(groups)}
+
+    def mid_run() -> tuple[str, list[dict[str, Any]]] | None:
+        # A worker running an activate instance that has recorded (and so sent) carrier writes but
+        # still has devices of its own to send: killing it interrupts a try for certain, whereas an
+        # instance that has written all its devices may finish in the instant before the kill.
         if sum(activations(stack).values()) >= DEVICES:
             return None
         best = None
@@ -202,47 +240,61 @@ def test_a_worker_killed_mid_run_loses_nothing_and_activates_nothing_twice(
                 t["map_index"]: devices_written(stack, bc, run_id, t["map_index"], t["try_number"])
                 for t in tis
             }
-            if any(written.values()) and (best is None or sum(written.values()) > sum(best[2].values())):
-                best = (worker, tis, written)
-        return best
+            midway = sum(n for index, n in written.items() if 0 < n < sizes[index])
+            if midway and (best is None or midway > best[0]):
+                best = (midway, worker, tis)
+        return (best[1], best[2]) if best else None
 
-    victim, killed_tis, written = wait_until(
-        mid_run, 400, "activate instances running with writes sent", every=0.3
-    )
-    family = stack.stack_processes(victim)
-    for proc in family:  # the whole tree at once, as a lost host: no warm shutdown, no cleanup
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    sent_at_kill = sum(activations(stack).values())
-    keys = {(t["map_index"], t["try_number"]) for t in killed_tis}
-    print(
-        f"killed {victim} ({len(family)} processes) {killed_at - started:.1f} s into the run, "
-        f"{sent_at_kill}/{DEVICES} activations sent; activate instances running there (map index: devices "
-        f"written to the carrier by that try): {written}"
-    )
+    interrupted: set[tuple[int, int]] = set()
+    for _attempt in range(3):
+        victim, killed_tis = wait_until(
+            mid_run, 400, "an activate instance running midway with writes sent", every=0.3
+        )
+        family = stack.stack_processes(victim)
+        for proc in family:  # the whole tree at once, as a lost host: no warm shutdown, no cleanup
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        sent_at_kill = sum(activations(stack).values())
+        keys = {(t["map_index"], t["try_number"]) for t in killed_tis}
+        # What each killed try had written when its processes died (they write no more now): a try
+        # short of its instance's devices was interrupted, and must run again.
+        after = {key: devices_written(stack, bc, run_id, *key) for key in keys}
+        interrupted = {key for key, n in after.items() if n < sizes[key[0]]}
+        print(
+            f"killed {victim} ({len(family)} processes) {killed_at - started:.1f} s into the run, "
+            f"{sent_at_kill}/{DEVICES} activations sent; activate instances running there (map index: "
+            f"devices written by that try / the instance's devices): "
+            f"{ {i: f'{after[(i, t)]}/{sizes[i]}' for i, t in keys} }"
+        )
+        if interrupted:
+            break
+        # Every try there had written all its devices and may have ended before the kill: kill again.
+        wait_until(partial(worker_up, stack, victim), 120, f"{victim} back before another kill")
+    assert interrupted, "three kills each landed after the killed tries had written everything"
 
     def rerun() -> bool:
         tis = {t["map_index"]: t for t in stack.client().task_instances(run_id) if t["task_id"] == "activate"}
         return all(
             tis[index]["try_number"] > tried and tis[index]["state"] in ("running", "success")
-            for index, tried in keys
+            for index, tried in interrupted
         )
 
-    wait_until(rerun, 400, "the killed worker's activate instances running again", every=1)
+    wait_until(rerun, 400, "the killed worker's interrupted activate instances running again", every=1)
     rerun_after = time.monotonic() - killed_at
     state = wait_until(lambda: finished(stack, run_id), 600, "the run finished", every=2)
     total = time.monotonic() - started
     counted = activations(stack)
     ours = iccids(stack, bc)
     per_iccid = [counted.get(i, 0) for i in ours]
-    figures = {
+    figures: dict[str, Any] = {
         "run_seconds": round(total, 1),
         "rerun_after_kill_seconds": round(rerun_after, 1),
         "statuses": statuses(stack, bc),
         "max_activations_per_iccid": max(per_iccid),
         "killed_tis": len(keys),
-        "devices_written_by_killed_tries": sum(written.values()),
+        "interrupted_tis": len(interrupted),
+        "devices_written_by_killed_tries": sum(after.values()),
         "worker_restarts": stack.restarts.get(victim, 0),
         "queued_again": stack.log_tail("scheduler", 10**8).count("Task stuck in queued; will try to requeue"),
     }
@@ -254,4 +306,4 @@ def test_a_worker_killed_mid_run_loses_nothing_and_activates_nothing_twice(
     assert per_iccid.count(1) >= figures["statuses"].get("PROCESSED", 0), figures
     assert duplicate_audit_rows(stack, bc) == 0, figures
     # The supervisor brought the killed worker back (a lost host replaced).
-    wait_until(lambda: stack.status.get(victim) == "up" and victim in stack.processes, 120, "worker back")
+    wait_until(partial(worker_up, stack, victim), 120, "worker back")
