@@ -12,6 +12,10 @@
    beside one INSERT per row with a commit each (the old system's way).
 3. Resources: peak RSS of the scheduler, the api-server and the largest task worker process;
    the largest XCom value pushed; carrier calls made beside the minimum the work needs.
+4. How the two checks wait (``--deferrable-checks``: reschedule, the default; deferrable, the
+   run's ``deferrable_checks`` param; or both, alternating, for each size): sensor tries,
+   reschedules and deferrals, worker slot-seconds the sensors held (sampled), and the database
+   load of the run (``pg_stat_database`` commits and rows written, metadata and activation).
 
 Writes ``<out>/results.json`` (raw figures) and ``<out>/results.md`` (the table) and prints the table.
 Loopback only; every load loop is bounded.
@@ -106,6 +110,107 @@ class RssSampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
+SENSORS = ("wait_for_activation", "check_ip_provisioning")
+SAMPLE_S = 0.25
+STATS_SETTLE_S = 11.0  # PostgreSQL flushes an idle backend's statistics within 10 s
+
+
+class SlotSampler(threading.Thread):
+    """Task-instance states of one run, sampled from the metadata database every ``SAMPLE_S``:
+    seconds the sensors spent running (worker slot-seconds), queued, deferred or up for
+    reschedule, and the most task instances running at once (the executor's slots in use).
+    Every sample is one autocommit transaction, counted so that it can be taken off the run's
+    database figures."""
+
+    def __init__(self, airflow_db: str, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.airflow_db = airflow_db
+        self.run_id = run_id
+        self.sensor_s: dict[str, dict[str, float]] = {t: {} for t in SENSORS}
+        self.peak_running = 0
+        self.running_slot_s = 0.0
+        self.samples = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.airflow_db, autocommit=True) as conn:
+            last = time.monotonic()
+            while not self.stopped.is_set():
+                rows = conn.execute(
+                    "SELECT task_id, state, count(*) FILTER (WHERE run_id = %s), count(*) FROM task_instance "
+                    "WHERE state IN ('running', 'queued', 'deferred', 'up_for_reschedule', 'scheduled') "
+                    "GROUP BY 1, 2",
+                    (self.run_id,),
+                ).fetchall()
+                self.samples += 1
+                now = time.monotonic()
+                step, last = now - last, now
+                running = sum(int(every) for _, state, _, every in rows if state == "running")
+                self.peak_running = max(self.peak_running, running)
+                self.running_slot_s += running * step
+                for task_id, state, n, _ in rows:
+                    if task_id in self.sensor_s and n:
+                        by_state = self.sensor_s[task_id]
+                        by_state[state] = by_state.get(state, 0.0) + int(n) * step
+                self.stopped.wait(SAMPLE_S)
+
+
+DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "tup_fetched")
+
+
+def db_counters(uri: str) -> dict[str, int]:
+    """This database's cumulative ``pg_stat_database`` counters (one transaction of its own)."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    if row is None:
+        raise LookupError(f"pg_stat_database has no row for the database of {uri.rsplit('/', 1)[-1]}")
+    return dict(zip(DB_COUNTERS, (int(v) for v in row), strict=True))
+
+
+def db_load(
+    before: dict[str, int],
+    after: dict[str, int],
+    idle_per_s: dict[str, float],
+    seconds: float,
+    own_commits: int = 0,
+) -> dict[str, Any]:
+    """What the run cost one database: deltas of its counters, with and without the idle rate
+    (the stack's own heartbeat traffic) over the same window; ``own_commits`` (the benchmark's
+    own probes) are taken off the commits."""
+    delta = {k: after[k] - before[k] for k in DB_COUNTERS}
+    delta["xact_commit"] -= own_commits + 1  # + the reading of ``before`` itself
+    written = delta["tup_inserted"] + delta["tup_updated"] + delta["tup_deleted"]
+    idle_written = (
+        idle_per_s["tup_inserted"] + idle_per_s["tup_updated"] + idle_per_s["tup_deleted"]
+    ) * seconds
+    return {
+        **delta,
+        "rows_written": written,
+        "window_s": round(seconds, 1),
+        "commits_above_idle": round(delta["xact_commit"] - idle_per_s["xact_commit"] * seconds),
+        "rows_written_above_idle": round(written - idle_written),
+    }
+
+
+def idle_rates(
+    uris: dict[str, str], seconds: float = 10.0
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Counters per second of each database while nothing runs, and the counters at the end."""
+    first = {name: db_counters(uri) for name, uri in uris.items()}
+    time.sleep(seconds)
+    last = {name: db_counters(uri) for name, uri in uris.items()}
+    rates = {
+        name: {
+            k: (last[name][k] - first[name][k] - (1 if k == "xact_commit" else 0)) / seconds
+            for k in DB_COUNTERS
+        }
+        for name in uris
+    }
+    return rates, last
+
+
 def ideal_seconds(devices: int, static_ip: int, concurrency: int, with_removals: int) -> float:
     """The carrier's own critical path for one bulk change (see module docstring)."""
     batches = math.ceil(devices / BATCH)
@@ -131,6 +236,8 @@ def run_end_to_end(
     workdir: Path,
     batches_per_task: int | str,
     scenario: dict[str, Any] = SCENARIO,
+    deferrable_checks: bool = False,
+    check_interval: int = POLL_S,
 ) -> dict[str, Any]:
     assert stack.simulator is not None
     stack.simulator.admin.load_scenario(scenario)  # fresh counters for this size
@@ -138,6 +245,13 @@ def run_end_to_end(
     result = ingest_csv(stack.activation_db_uri, csv_path, BulkChangeSpec(1, IntakeOptions("287301234567")))
     client = stack.client()
     run_id = run_id_for(result.bulk_change_id)
+    airflow_db = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg", "postgresql")
+    databases = {"metadata": airflow_db, "activation": stack.activation_db_uri}
+    with psycopg.connect(airflow_db) as conn:
+        triggers_before = trigger_ids(conn)
+    idle_per_s, counters_before = idle_rates(databases)
+    slots = SlotSampler(airflow_db, run_id)
+    slots.start()
     sampler = RssSampler(stack)
     sampler.start()
     load_before = os.getloadavg()
@@ -146,8 +260,9 @@ def run_end_to_end(
         {
             "bulk_change_id": result.bulk_change_id,
             "batches_per_task": batches_per_task,
-            "activation_check_interval_seconds": POLL_S,
-            "ip_check_interval_seconds": POLL_S,
+            "activation_check_interval_seconds": check_interval,
+            "ip_check_interval_seconds": check_interval,
+            "deferrable_checks": deferrable_checks,
         },
         run_id,
     )
@@ -160,6 +275,21 @@ def run_end_to_end(
     wall = time.monotonic() - started
     sampler.stopped.set()
     sampler.join()
+    slots.stopped.set()
+    slots.join()
+    time.sleep(STATS_SETTLE_S)  # let every backend flush its statistics
+    counters_after = {name: db_counters(uri) for name, uri in databases.items()}
+    window = time.monotonic() - started
+    load = {
+        name: db_load(
+            counters_before[name],
+            counters_after[name],
+            idle_per_s[name],
+            window,
+            own_commits=slots.samples if name == "metadata" else 0,
+        )
+        for name in databases
+    }
     with psycopg.connect(stack.activation_db_uri) as conn:
         counts = repo.status_counts(conn, result.bulk_change_id)
         steps = {
@@ -171,8 +301,8 @@ def run_end_to_end(
             "SELECT count(*) FROM activation.device_change WHERE bulk_change_id = %s AND offering_codes_removed_at IS NOT NULL",
             (result.bulk_change_id,),
         ).fetchone()[0]
-    airflow_db = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(airflow_db) as conn:
+        checks = sensor_figures(conn, run_id, trigger_ids(conn) - triggers_before)
         row = conn.execute(
             "SELECT max(octet_length(value::text)), count(*) FROM xcom WHERE run_id = %s", (run_id,)
         ).fetchone()
@@ -230,6 +360,61 @@ def run_end_to_end(
             "after": [round(x, 2) for x in os.getloadavg()],
         },
         "activate_instances": tasks.get("activate", {}).get("instances", 0),
+        "deferrable_checks": deferrable_checks,
+        "check_interval_s": check_interval,
+        "checks": {
+            **checks,
+            "check_steps_s": round(
+                steps.get("WaitForActivation", 0.0) + steps.get("CheckIPProvisionStatus", 0.0), 1
+            ),
+            "sensor_state_s": {
+                t: {k: round(v, 1) for k, v in by.items()} for t, by in slots.sensor_s.items()
+            },
+            "sensor_running_slot_s": round(sum(by.get("running", 0.0) for by in slots.sensor_s.values()), 1),
+            "all_running_slot_s": round(slots.running_slot_s, 1),
+            "peak_running_tis": slots.peak_running,
+            "samples": slots.samples,
+        },
+        "db_load": load,
+        "db_idle_per_s": {
+            name: {k: round(v, 1) for k, v in rates.items()} for name, rates in idle_per_s.items()
+        },
+    }
+
+
+def trigger_ids(conn: psycopg.Connection) -> int:
+    """How many triggers the metadata database has ever created (its id sequence: rows are deleted
+    once their task resumed, the sequence is not)."""
+    row = conn.execute(
+        "SELECT coalesce(last_value, 0) FROM pg_sequences "
+        "WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('trigger', 'id')"
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def sensor_figures(conn: psycopg.Connection, run_id: str, triggers_created: int) -> dict[str, Any]:
+    """Tries and reschedules of the run's two sensors (every try, from the history too), and the
+    triggers created during the run (the deferrals: no other task of the stack defers per run)."""
+    tries: dict[str, int] = dict(
+        conn.execute(
+            "SELECT task_id, max(try_number) FROM task_instance WHERE run_id = %s AND task_id = ANY(%s) GROUP BY 1",
+            (run_id, list(SENSORS)),
+        ).fetchall()
+    )
+    reschedules: dict[str, int] = dict(
+        conn.execute(
+            """SELECT t.task_id, count(r.id) FROM (
+                   SELECT id, task_id FROM task_instance WHERE run_id = %(run)s AND task_id = ANY(%(tasks)s)
+                   UNION SELECT task_instance_id, task_id FROM task_instance_history
+                    WHERE run_id = %(run)s AND task_id = ANY(%(tasks)s)) t
+               LEFT JOIN task_reschedule r ON r.ti_id = t.id GROUP BY 1""",
+            {"run": run_id, "tasks": list(SENSORS)},
+        ).fetchall()
+    )
+    return {
+        "tries": {t: int(tries.get(t, 0)) for t in SENSORS},
+        "reschedules": {t: int(reschedules.get(t, 0)) for t in SENSORS},
+        "deferrals": triggers_created,
     }
 
 
@@ -383,6 +568,34 @@ def render(results: dict[str, Any]) -> str:
             f"{rss['scheduler']} / {rss['api-server']} / {rss['worker']} | "
             f"{e.get('load_average', {}).get('before', [''])[0]} / {e.get('load_average', {}).get('after', [''])[0]} |"
         )
+    lines += [
+        "",
+        "| devices | checks | wall s | check steps s | sensor tries | reschedules | deferrals "
+        "| sensor slot-s (running) | sensor s deferred / up for reschedule / queued | all running slot-s | "
+        "metadata DB commits / rows written (above idle) | activation DB commits / rows written (above idle) |",
+        "|" + "---|" * 12,
+    ]
+    for e in results["end_to_end"]:
+        if "checks" not in e:
+            continue
+        c, load = e["checks"], e["db_load"]
+        waiting = {
+            state: round(sum(by.get(state, 0.0) for by in c["sensor_state_s"].values()), 1)
+            for state in ("deferred", "up_for_reschedule", "queued")
+        }
+        lines.append(
+            f"| {e['devices']:,} | {'deferrable' if e['deferrable_checks'] else 'reschedule'} | {e['wall_s']} | "
+            f"{c['check_steps_s']} | {sum(c['tries'].values())} | {sum(c['reschedules'].values())} | "
+            f"{c['deferrals']} | {c['sensor_running_slot_s']} | "
+            f"{waiting['deferred']} / {waiting['up_for_reschedule']} / {waiting['queued']} | "
+            f"{c['all_running_slot_s']} | "
+            + " | ".join(
+                f"{load[db]['xact_commit']:,} / {load[db]['rows_written']:,} "
+                f"({load[db]['commits_above_idle']:,} / {load[db]['rows_written_above_idle']:,})"
+                for db in ("metadata", "activation")
+            )
+            + " |"
+        )
     w = results["db_writes"]
     lines += [
         "",
@@ -436,6 +649,24 @@ def main(argv: list[str] | None = None) -> int:
         "max_calls_per_second set to it (burst 2 under the carrier's): the shared rate limit at work",
     )
     parser.add_argument(
+        "--deferrable-checks",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=("off", "on", "both"),
+        help="the run param deferrable_checks: off (reschedule, the default), on (deferrable), or both "
+        "(each size run both ways, reschedule first then deferrable, repeated --repeat times)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each size (and of each way of checking)"
+    )
+    parser.add_argument(
+        "--check-interval",
+        type=int,
+        default=POLL_S,
+        help="the runs' activation and static IP check intervals in seconds",
+    )
+    parser.add_argument(
         "--no-client-limit",
         action="store_true",
         help="with --carrier-rate: leave the connection without max_calls_per_second (what the carrier does then)",
@@ -459,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
             "executor": args.executor,
             "carrier_rate_per_s": args.carrier_rate,
             "client_rate_limit": bool(args.carrier_rate) and not args.no_client_limit,
+            "deferrable_checks": args.deferrable_checks,
+            "check_interval_s": args.check_interval,
         },
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -490,12 +723,23 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         stack.client().unpause()
         results["end_to_end"] = []
+        ways = {"off": (False,), "on": (True,), "both": (False, True)}[args.deferrable_checks]
         for devices in sizes:
-            print(f"end to end, {devices:,} devices ...", flush=True)
-            results["end_to_end"].append(
-                run_end_to_end(stack, devices, workdir, args.batches_per_task, scenario)
-            )
-            print(json.dumps(results["end_to_end"][-1]), flush=True)
+            for _ in range(args.repeat):
+                for deferrable in ways:
+                    print(f"end to end, {devices:,} devices, deferrable checks {deferrable} ...", flush=True)
+                    results["end_to_end"].append(
+                        run_end_to_end(
+                            stack,
+                            devices,
+                            workdir,
+                            args.batches_per_task,
+                            scenario,
+                            deferrable_checks=deferrable,
+                            check_interval=args.check_interval,
+                        )
+                    )
+                    print(json.dumps(results["end_to_end"][-1]), flush=True)
     finally:
         stack.stop()
         with psycopg.connect(server_uri, autocommit=True) as conn:
