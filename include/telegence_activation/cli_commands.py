@@ -11,6 +11,9 @@ from typing import Any
 
 from telegence_activation.domain.intake import IntakeOptions
 
+# `status` prints the failure reasons with the most devices, this many.
+STATUS_REASONS = 20
+
 
 def redacted(uri: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
@@ -128,7 +131,7 @@ def status(args: argparse.Namespace) -> int:
     with psycopg.connect(activation_db_uri()) as conn:
         bulk_change = _bulk_change_or_exit(conn, args.bulk_change_id)
         rows = repo.status_step_counts(conn, args.bulk_change_id)
-        failures = repo.failure_reasons(conn, args.bulk_change_id)
+        failures = repo.failure_reasons(conn, args.bulk_change_id, limit=STATUS_REASONS + 1)
     total = sum(n for _, _, n in rows)
     print(f"bulk change {bulk_change['id']}: {bulk_change['status']} ({total} devices)")
     if bulk_change["status_details"]:
@@ -137,8 +140,10 @@ def status(args: argparse.Namespace) -> int:
         print(f"  {status:<11} {step:<24} {count:>8}")
     if failures:
         print("failures by reason:")
-        for status, reason, count in failures[:20]:
+        for status, reason, count in failures[:STATUS_REASONS]:
             print(f"  {count:>8}  {status}: {reason}")
+        if len(failures) > STATUS_REASONS:
+            print(f"  … more reasons: see 'report {args.bulk_change_id}' (the CSV has every device)")
     return 0
 
 

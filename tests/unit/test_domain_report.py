@@ -6,7 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from telegence_activation.domain.report import StepTime, build_report, final_status, outcome_key, unfinished
+from telegence_activation.domain.report import (
+    MAX_LISTED_REASONS,
+    StepTime,
+    build_report,
+    final_status,
+    outcome_key,
+    run_note,
+    summarize_failures,
+    unfinished,
+)
 
 T0 = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 
@@ -189,3 +198,29 @@ def test_the_run_note_says_what_a_green_run_hides() -> None:
         {"id": 9, "status": "CANCELLED", "status_details": "cancelled by ann: no"}, None, None
     )
     assert rejected == "**Bulk change 9: CANCELLED**: cancelled by ann: no"
+
+
+def test_the_report_lists_the_reasons_with_most_devices_and_counts_every_failed_device() -> None:
+    # Reasons that name a device: as many groups as failed devices. The report keeps the first
+    # MAX_LISTED_REASONS groups (the database hands them largest first) and counts the rest.
+    many = [("ERROR", "refused by the carrier: SIM 89010000000000000000 not eligible", 7)]
+    many += [("ERROR", f"API error: subscriber 555{n:07d} missing from the reply", 1) for n in range(250)]
+    many += [("ERROR", "outcome unknown: the answer was lost", 3)]
+    report = _report(failures=iter(many))  # a one-shot stream, as the server-side cursor gives it
+    listed = report["failures_by_reason"]
+    assert isinstance(listed, list) and len(listed) == MAX_LISTED_REASONS
+    assert listed[0]["devices"] == 7
+    assert report["failures_by_reason_omitted"] == {"reasons": 152, "devices": 151 + 3}
+    # Every device is still counted: by class (outcome unknown apart) and in the unknown outcome.
+    assert sum(report["failures_by_class"].values()) == 7 + 250  # type: ignore[union-attr]
+    assert report["outcome_unknown"] == 3
+    assert len(report["unknown_answers"]) <= MAX_LISTED_REASONS  # type: ignore[arg-type]
+    # The run note shows five and counts the other 95 listed and the 152 left out.
+    assert "- … 247 more reason(s): see the report" in run_note({"id": 42, "status": "ERROR"}, report, None)
+
+
+def test_a_summary_of_few_reasons_omits_nothing() -> None:
+    found = summarize_failures([("ERROR", "a", 2), ("API_FAILED", "carrier unavailable", 1)])
+    assert [r for _s, r, _n, _c in found.listed] == ["a", "carrier unavailable"]
+    assert (found.omitted_reasons, found.omitted_devices) == (0, 0)
+    assert found.every_class == {"unknown": 2, "retryable": 1}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from telegence_activation.domain.errors import classify
+from telegence_activation.domain.errors import Classification, classify
 
 TERMINAL_STATUSES = frozenset({"PROCESSED", "ERROR", "API_FAILED", "CANCELLED"})
 # Every reason for a device the carrier may have taken (an answer lost, never reconciled) starts so;
@@ -28,8 +28,55 @@ CSV_COLUMNS = (
 )
 
 
+# The report, the e-mail and the page list the reasons with the most devices, this many at most;
+# class totals and counts always cover every failed device. Reasons can name a device (a subscriber
+# missing from a reply, an address out of range), so a bulk change of 1,000,000 failures could
+# otherwise carry 1,000,000 reasons into the report, its e-mail and a task's memory.
+MAX_LISTED_REASONS = 100
+
+
 def is_outcome_unknown(reason: str | None) -> bool:
     return bool(reason) and str(reason).startswith(OUTCOME_UNKNOWN)
+
+
+@dataclass
+class FailureSummary:
+    """Failures grouped by reason, read once as a stream (largest groups first): every device is
+    counted by class, only the first ``limit`` reasons are kept."""
+
+    limit: int = MAX_LISTED_REASONS
+    listed: list[tuple[str, str, int, Classification]] = field(default_factory=list)
+    by_class: dict[str, int] = field(default_factory=dict)  # outcome unknown apart
+    every_class: dict[str, int] = field(default_factory=dict)  # outcome unknown included
+    outcome_unknown: int = 0
+    omitted_reasons: int = 0
+    omitted_devices: int = 0
+    unknown_answers: list[str] = field(default_factory=list)
+
+    def add(self, status: str, reason: str, devices: int) -> None:
+        found = classify(reason)
+        self.every_class[found.error_class] = self.every_class.get(found.error_class, 0) + devices
+        if is_outcome_unknown(reason):
+            self.outcome_unknown += devices
+        else:
+            self.by_class[found.error_class] = self.by_class.get(found.error_class, 0) + devices
+        if len(self.listed) < self.limit:
+            self.listed.append((status, reason, devices, found))
+        else:
+            self.omitted_reasons += 1
+            self.omitted_devices += devices
+        if found.error_class == "unknown" and len(self.unknown_answers) < self.limit:
+            self.unknown_answers.append(reason)
+
+
+def summarize_failures(
+    failures: Iterable[tuple[str, str, int]], limit: int = MAX_LISTED_REASONS
+) -> FailureSummary:
+    """Fold ``(status, reason, devices)`` rows (largest groups first) into a ``FailureSummary``."""
+    summary = FailureSummary(limit=limit)
+    for status, reason, devices in failures:
+        summary.add(status, reason, devices)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -68,13 +115,8 @@ def build_report(
     """Assemble the report: counts by status and step, failures grouped by reason (an unknown
     outcome apart from failures), IPs, carrier writes by outcome, step times."""
     rows = list(by_status_step)
-    failures = list(failures)
-    unknown = sum(n for _s, reason, n in failures if is_outcome_unknown(reason))
-    classified = [(s, r, n, classify(r)) for s, r, n in failures]
-    by_class: dict[str, int] = {}
-    for _s, reason, n, found in classified:
-        if not is_outcome_unknown(reason):
-            by_class[found.error_class] = by_class.get(found.error_class, 0) + n
+    failed = summarize_failures(failures)
+    unknown = failed.outcome_unknown
     status_step = [{"status": s, "step": st, "devices": n} for s, st, n in rows]
     by_status: dict[str, int] = {}
     for status, _step, count in rows:
@@ -105,15 +147,17 @@ def build_report(
         "by_status_and_step": status_step,
         "cancelled": by_status.get("CANCELLED", 0),
         "cancellation": _cancellation(bulk_change),
+        # The reasons with the most devices (MAX_LISTED_REASONS at most; the rest counted below).
         "failures_by_reason": [
             {"status": s, "reason": r, "devices": n, "class": c.error_class, "key": c.key, "hint": c.hint}
-            for s, r, n, c in classified
+            for s, r, n, c in failed.listed
         ],
-        # Failures by class of the error catalogue (outcome unknown apart): retry-failed retries
-        # the retryable ones by default.
-        "failures_by_class": dict(sorted(by_class.items())),
+        "failures_by_reason_omitted": {"reasons": failed.omitted_reasons, "devices": failed.omitted_devices},
+        # Failures by class of the error catalogue (outcome unknown apart), every failed device:
+        # retry-failed retries the retryable ones by default.
+        "failures_by_class": dict(sorted(failed.by_class.items())),
         # Answers the catalogue does not know yet: worth a look, and an entry.
-        "unknown_answers": [r for _s, r, _n, c in classified if c.error_class == "unknown"],
+        "unknown_answers": failed.unknown_answers,
         "static_ip": {
             "requested": static_ip_requested,
             "assigned": ips_assigned,
@@ -182,7 +226,11 @@ def run_note(
         lines.append(f"- cancelled by {cancellation.get('by')}: {cancellation.get('reason')}")
     for entry in list(report.get("failures_by_reason") or [])[:5]:
         lines.append(f"- {entry['devices']:,} device(s), {entry.get('class', '?')}: {entry['reason'][:200]}")
-    more = len(report.get("failures_by_reason") or []) - 5
+    more = (
+        len(report.get("failures_by_reason") or [])
+        - 5
+        + (report.get("failures_by_reason_omitted") or {}).get("reasons", 0)
+    )
     if more > 0:
         lines.append(f"- … {more} more reason(s): see the report")
     return "\n".join(lines)

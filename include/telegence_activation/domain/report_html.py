@@ -202,7 +202,8 @@ def render_report_html(report: Mapping[str, Any]) -> str:
                     for f in failures
                 ),
                 numeric=[2],
-            ),
+            )
+            + _omitted_reasons_html(report.get("failures_by_reason_omitted")),
         ),
         _section(
             "unknown-answers",
@@ -367,10 +368,26 @@ def render_summary_html(report: Mapping[str, Any], *, is_update: bool = False, t
                 numeric=[1],
             )
         )
-        if len(failures) > len(shown):
-            parts.append(f"<p>{len(failures) - len(shown):,} more reason(s) are in the full report.</p>")
+        # The report lists the reasons with the most devices; those it left out are counted.
+        more = (
+            len(failures)
+            - len(shown)
+            + int((report.get("failures_by_reason_omitted") or {}).get("reasons") or 0)
+        )
+        if more > 0:
+            parts.append(f"<p>{more:,} more reason(s): see the full report.</p>")
     parts.append(
         '<p style="color:#57606a">Generated '
         f"{esc(report.get('generated_at'))}. The full report has the details of every failure.</p></div>"
     )
     return "".join(parts)
+
+
+def _omitted_reasons_html(omitted: dict[str, Any] | None) -> str:
+    """The reasons left out of the list (the report lists those with the most devices)."""
+    if not omitted or not omitted.get("reasons"):
+        return ""
+    return (
+        f'<p class="none">and {int(omitted["reasons"]):,} other reason(s) of {int(omitted.get("devices", 0)):,} '
+        "device(s): see the CSV report, one line per device.</p>"
+    )

@@ -105,12 +105,11 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             status = final_status(counts, cancelled=bulk_change.get("cancel_requested_at") is not None)
             if bulk_change["status"] == "ERROR" and status not in ("ERROR", "CANCELLED"):
                 status = "ERROR"  # failed before any device work (e.g. credentials): keep that reason
-            failures = repo.failure_reasons(conn, bc_id)
             requested, assigned = repo.static_ip_counts(conn, bc_id)
             report = build_report(
                 bulk_change={**bulk_change, "status": status},
                 by_status_step=repo.status_step_counts(conn, bc_id),
-                failures=failures,
+                failures=repo.iter_failure_reasons(conn, bc_id),  # a stream: memory is a page of groups
                 ips_assigned=assigned,
                 static_ip_requested=requested,
                 step_times=repo.step_times(conn, bc_id),
@@ -180,13 +179,16 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
                 "unknown (answers lost until the deadline; the carrier may have taken them); run 'python -m "
                 f"telegence_activation retry-failed {bc_id}' to reconcile them (never activated twice)"
             )
+        listed = report.get("failures_by_reason") or []
         if (
             report["devices"]
             and not report["succeeded"]
-            and all(is_configuration_failure(r) for _, r, _n in failures)
+            and listed
+            and not (report.get("failures_by_reason_omitted") or {}).get("reasons")
+            and all(is_configuration_failure(f["reason"]) for f in listed)
         ):
             raise ConfigurationFailure(
-                f"every device of bulk change {bc_id} failed for a configuration reason ({failures[0][1]}); "
+                f"every device of bulk change {bc_id} failed for a configuration reason ({listed[0]['reason']}); "
                 "fix the carrier connection or account, then run 'python -m telegence_activation retry-failed "
                 f"{bc_id}'"
             )

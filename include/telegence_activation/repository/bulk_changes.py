@@ -4,7 +4,7 @@ the reset of failed devices for ``retry-failed`` (``activation.bulk_change`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -100,14 +100,32 @@ def status_step_counts(conn: psycopg.Connection, bulk_change_id: int) -> list[tu
     return [(s, st, int(n)) for s, st, n in rows]
 
 
-def failure_reasons(conn: psycopg.Connection, bulk_change_id: int) -> list[tuple[str, str, int]]:
+_FAILURE_REASONS = """SELECT status, status_details, count(*) FROM activation.device_change
+    WHERE bulk_change_id = %s AND status IN ('ERROR', 'API_FAILED')
+    GROUP BY status, status_details ORDER BY count(*) DESC, status_details"""
+
+
+def failure_reasons(
+    conn: psycopg.Connection, bulk_change_id: int, limit: int | None = None
+) -> list[tuple[str, str, int]]:
+    """Failed devices grouped by (status, reason), largest groups first; ``limit`` groups at most."""
     rows = conn.execute(
-        """SELECT status, status_details, count(*) FROM activation.device_change
-            WHERE bulk_change_id = %s AND status IN ('ERROR', 'API_FAILED')
-            GROUP BY status, status_details ORDER BY count(*) DESC, status_details""",
-        (bulk_change_id,),
+        _FAILURE_REASONS + (" LIMIT %s" if limit is not None else ""),
+        (bulk_change_id, limit) if limit is not None else (bulk_change_id,),
     ).fetchall()
     return [(s, r, int(n)) for s, r, n in rows]
+
+
+def iter_failure_reasons(
+    conn: psycopg.Connection, bulk_change_id: int, page: int = 1000
+) -> Iterator[tuple[str, str, int]]:
+    """``failure_reasons`` as a stream read through a server-side cursor, ``page`` groups at a time:
+    reasons can name devices, so a bulk change can have as many groups as failed devices."""
+    with conn.transaction(), conn.cursor(name=f"failure_reasons_{bulk_change_id}") as cur:
+        cur.itersize = page
+        cur.execute(_FAILURE_REASONS, (bulk_change_id,))
+        for status, reason, devices in cur:
+            yield status, reason, int(devices)
 
 
 def static_ip_counts(conn: psycopg.Connection, bulk_change_id: int) -> tuple[int, int]:

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 
 from telegence_activation import repository as repo
-from telegence_activation.domain.errors import ERROR_CLASSES, classify
-from telegence_activation.domain.report import TERMINAL_STATUSES, build_report
+from telegence_activation.domain.errors import ERROR_CLASSES
+from telegence_activation.domain.report import TERMINAL_STATUSES, build_report, summarize_failures
 
 BULK_CHANGE_STATUSES = ("NEW", "PROCESSING", "PROCESSED", "ERROR", "CANCELLED")
 FINISHED = ("PROCESSED", "ERROR", "CANCELLED")
@@ -119,26 +119,19 @@ def bulk_change_of_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any] 
 
 def failures(
     conn: psycopg.Connection, bulk_change_id: int
-) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
-    """Failed devices by error class, and by reason (with class, catalogue key and hint)."""
-    by_reason: list[dict[str, Any]] = []
-    by_class: dict[str, int] = {}
-    for status, reason, devices in repo.failure_reasons(conn, bulk_change_id):
-        found = classify(reason)
-        by_class[found.error_class] = by_class.get(found.error_class, 0) + devices
-        by_reason.append(
-            {
-                "status": status,
-                "reason": reason,
-                "devices": devices,
-                "class": found.error_class,
-                "key": found.key,
-                "hint": found.hint,
-            }
-        )
+) -> tuple[list[tuple[str, int]], list[dict[str, Any]], dict[str, int]]:
+    """Failed devices by error class (every device), the reasons with the most devices (with class,
+    catalogue key and hint; ``MAX_LISTED_REASONS`` at most) and what was left out of that list."""
+    found = summarize_failures(repo.iter_failure_reasons(conn, bulk_change_id))
+    by_class = found.every_class
     order: dict[str, int] = {c: i for i, c in enumerate(ERROR_CLASSES)}
-    by_reason.sort(key=lambda r: (order.get(str(r["class"]), 99), -int(r["devices"]), str(r["reason"] or "")))
-    return sorted(by_class.items(), key=lambda kv: order.get(kv[0], 99)), by_reason
+    listed = sorted(found.listed, key=lambda f: (order.get(f[3].error_class, 99), -f[2], f[1] or ""))
+    by_reason: list[dict[str, Any]] = [
+        {"status": s, "reason": r, "devices": n, "class": c.error_class, "key": c.key, "hint": c.hint}
+        for s, r, n, c in listed
+    ]
+    omitted = {"reasons": found.omitted_reasons, "devices": found.omitted_devices}
+    return sorted(by_class.items(), key=lambda kv: order.get(kv[0], 99)), by_reason, omitted
 
 
 def steps(conn: psycopg.Connection, bulk_change_id: int) -> list[dict[str, Any]]:
@@ -158,13 +151,14 @@ def steps(conn: psycopg.Connection, bulk_change_id: int) -> list[dict[str, Any]]
 def summary(conn: psycopg.Connection, bulk_change: dict[str, Any]) -> dict[str, Any]:
     """The part of the detail page that refreshes while the bulk change runs."""
     bc_id = bulk_change["id"]
-    by_class, by_reason = failures(conn, bc_id)
+    by_class, by_reason, omitted = failures(conn, bc_id)
     return {
         "bc": bulk_change,
         "progress": progress(repo.status_counts(conn, bc_id)),
         "steps": steps(conn, bc_id),
         "failures_by_class": by_class,
         "failures_by_reason": by_reason,
+        "failures_by_reason_omitted": omitted,
         "poll_ms": poll_ms([bulk_change["status"]]),
     }
 

@@ -125,7 +125,8 @@ _DETAIL_LIVE = """{% import "macros.html" as m with context %}<section id="summa
 <table class="failure-reasons"><thead><tr><th>Class</th><th>Key</th><th>Status</th><th>Reason</th><th class="num">Devices</th><th>What to do</th></tr></thead><tbody>
 {% for f in failures_by_reason %}<tr><td>{{ f['class'] }}</td><td class="mono">{{ f.key }}</td><td>{{ m.badge(f.status) }}</td>
 <td class="reason">{{ f.reason }}</td><td class="num">{{ f.devices|num }}</td><td class="reason">{{ f.hint }}</td></tr>{% endfor %}
-</tbody></table>{% endif %}
+</tbody></table>
+{% if failures_by_reason_omitted and failures_by_reason_omitted.reasons %}<p class="none omitted-reasons">and {{ failures_by_reason_omitted.reasons|num }} other reason(s) of {{ failures_by_reason_omitted.devices|num }} device(s): search the devices below, or download the CSV.</p>{% endif %}{% endif %}
 </section>
 """
 
