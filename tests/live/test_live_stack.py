@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from helpers import activations, finished, statuses, wait_until
 
 from telegence_activation.api_client import AirflowApiError, run_id_for
 from telegence_activation.domain.intake import IntakeOptions
@@ -101,30 +102,7 @@ def cli(stack: LiveStack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for_run(stack: LiveStack, run_id: str, timeout: float = 400) -> str:
-    client = stack.client()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.get_run(run_id)["state"]
-        if state in ("success", "failed"):
-            return str(state)
-        time.sleep(2)
-    raise AssertionError(
-        f"run {run_id} still not finished after {timeout} s: {client.task_instances(run_id)}"
-    )
-
-
-def statuses(stack: LiveStack, bulk_change_id: int) -> dict[str, int]:
-    with psycopg.connect(stack.activation_db_uri) as conn:
-        rows = conn.execute(
-            "SELECT status, count(*) FROM activation.device_change WHERE bulk_change_id = %s GROUP BY 1",
-            (bulk_change_id,),
-        ).fetchall()
-    return {s: int(n) for s, n in rows}
-
-
-def activations(stack: LiveStack) -> dict[str, int]:
-    assert stack.simulator is not None
-    return dict(stack.simulator.admin.counters()["activationsPerIccid"])
+    return str(wait_until(lambda: finished(stack, run_id), timeout, f"run {run_id} finished", every=2))
 
 
 def test_happy_bulk_change_through_the_cli_and_the_real_scheduler(stack: LiveStack, tmp_path: Path) -> None:
