@@ -169,6 +169,21 @@ def db_counters(uri: str) -> dict[str, int]:
     return dict(zip(DB_COUNTERS, (int(v) for v in row), strict=True))
 
 
+# The metadata tables the two ways of checking write to (per-table rows written, far less noisy
+# than the database-wide figures, which the stack's idle heartbeats dominate).
+WAIT_TABLES = ("task_instance", "task_reschedule", "trigger", "task_instance_history", "job")
+
+
+def table_writes(uri: str) -> dict[str, int]:
+    """Rows inserted + updated + deleted so far per table of ``WAIT_TABLES`` (``pg_stat_user_tables``)."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            (list(WAIT_TABLES),),
+        ).fetchall()
+    return {name: int(n) for name, n in rows}
+
+
 def db_load(
     before: dict[str, int],
     after: dict[str, int],
@@ -248,8 +263,9 @@ def run_end_to_end(
     airflow_db = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg", "postgresql")
     databases = {"metadata": airflow_db, "activation": stack.activation_db_uri}
     with psycopg.connect(airflow_db) as conn:
-        triggers_before = trigger_ids(conn)
+        waits_before = waits_so_far(conn)
     idle_per_s, counters_before = idle_rates(databases)
+    tables_before = table_writes(airflow_db)
     slots = SlotSampler(airflow_db, run_id)
     slots.start()
     sampler = RssSampler(stack)
@@ -279,6 +295,7 @@ def run_end_to_end(
     slots.join()
     time.sleep(STATS_SETTLE_S)  # let every backend flush its statistics
     counters_after = {name: db_counters(uri) for name, uri in databases.items()}
+    tables_after = table_writes(airflow_db)
     window = time.monotonic() - started
     load = {
         name: db_load(
@@ -286,7 +303,7 @@ def run_end_to_end(
             counters_after[name],
             idle_per_s[name],
             window,
-            own_commits=slots.samples if name == "metadata" else 0,
+            own_commits=slots.samples + 1 if name == "metadata" else 0,  # + table_writes before
         )
         for name in databases
     }
@@ -302,7 +319,8 @@ def run_end_to_end(
             (result.bulk_change_id,),
         ).fetchone()[0]
     with psycopg.connect(airflow_db) as conn:
-        checks = sensor_figures(conn, run_id, trigger_ids(conn) - triggers_before)
+        waits_after = waits_so_far(conn)
+        checks = sensor_figures(conn, run_id, {k: waits_after[k] - waits_before[k] for k in waits_before})
         row = conn.execute(
             "SELECT max(octet_length(value::text)), count(*) FROM xcom WHERE run_id = %s", (run_id,)
         ).fetchone()
@@ -376,46 +394,44 @@ def run_end_to_end(
             "samples": slots.samples,
         },
         "db_load": load,
+        "metadata_rows_written_by_table": {
+            t: tables_after.get(t, 0) - tables_before.get(t, 0) for t in WAIT_TABLES
+        },
         "db_idle_per_s": {
             name: {k: round(v, 1) for k, v in rates.items()} for name, rates in idle_per_s.items()
         },
     }
 
 
-def trigger_ids(conn: psycopg.Connection) -> int:
-    """How many triggers the metadata database has ever created (its id sequence: rows are deleted
-    once their task resumed, the sequence is not)."""
+def created_so_far(conn: psycopg.Connection, table: str) -> int:
+    """How many rows ``table`` has ever had (its id sequence): the metadata database deletes
+    triggers once their task resumed, and a sensor's reschedule rows when it is retried."""
     row = conn.execute(
         "SELECT coalesce(last_value, 0) FROM pg_sequences "
-        "WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('trigger', 'id')"
+        "WHERE schemaname || '.' || sequencename = pg_get_serial_sequence(%s, 'id')",
+        (table,),
     ).fetchone()
     return int(row[0] or 0) if row else 0
 
 
-def sensor_figures(conn: psycopg.Connection, run_id: str, triggers_created: int) -> dict[str, Any]:
-    """Tries and reschedules of the run's two sensors (every try, from the history too), and the
-    triggers created during the run (the deferrals: no other task of the stack defers per run)."""
+def waits_so_far(conn: psycopg.Connection) -> dict[str, int]:
+    """Triggers and reschedules the metadata database has ever created."""
+    return {
+        "deferrals": created_so_far(conn, "trigger"),
+        "reschedules": created_so_far(conn, "task_reschedule"),
+    }
+
+
+def sensor_figures(conn: psycopg.Connection, run_id: str, waits: dict[str, int]) -> dict[str, Any]:
+    """Tries of the run's two sensors, and the reschedules and triggers created during the run
+    (one a wait: no other task of the stack reschedules or defers, and one run goes at a time)."""
     tries: dict[str, int] = dict(
         conn.execute(
             "SELECT task_id, max(try_number) FROM task_instance WHERE run_id = %s AND task_id = ANY(%s) GROUP BY 1",
             (run_id, list(SENSORS)),
         ).fetchall()
     )
-    reschedules: dict[str, int] = dict(
-        conn.execute(
-            """SELECT t.task_id, count(r.id) FROM (
-                   SELECT id, task_id FROM task_instance WHERE run_id = %(run)s AND task_id = ANY(%(tasks)s)
-                   UNION SELECT task_instance_id, task_id FROM task_instance_history
-                    WHERE run_id = %(run)s AND task_id = ANY(%(tasks)s)) t
-               LEFT JOIN task_reschedule r ON r.ti_id = t.id GROUP BY 1""",
-            {"run": run_id, "tasks": list(SENSORS)},
-        ).fetchall()
-    )
-    return {
-        "tries": {t: int(tries.get(t, 0)) for t in SENSORS},
-        "reschedules": {t: int(reschedules.get(t, 0)) for t in SENSORS},
-        "deferrals": triggers_created,
-    }
+    return {"tries": {t: int(tries.get(t, 0)) for t in SENSORS}, **waits}
 
 
 def audit_rows(bulk_change_id: int, device_ids: list[int]) -> list[repo.AuditRow]:
@@ -572,8 +588,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "| devices | checks | wall s | check steps s | sensor tries | reschedules | deferrals "
         "| sensor slot-s (running) | sensor s deferred / up for reschedule / queued | all running slot-s | "
-        "metadata DB commits / rows written (above idle) | activation DB commits / rows written (above idle) |",
-        "|" + "---|" * 12,
+        "metadata DB commits / rows written (above idle) | activation DB commits / rows written (above idle) | "
+        "metadata rows written: task_instance / task_reschedule / trigger / task_instance_history / job |",
+        "|" + "---|" * 13,
     ]
     for e in results["end_to_end"]:
         if "checks" not in e:
@@ -585,7 +602,7 @@ def render(results: dict[str, Any]) -> str:
         }
         lines.append(
             f"| {e['devices']:,} | {'deferrable' if e['deferrable_checks'] else 'reschedule'} | {e['wall_s']} | "
-            f"{c['check_steps_s']} | {sum(c['tries'].values())} | {sum(c['reschedules'].values())} | "
+            f"{c['check_steps_s']} | {sum(c['tries'].values())} | {c['reschedules']} | "
             f"{c['deferrals']} | {c['sensor_running_slot_s']} | "
             f"{waiting['deferred']} / {waiting['up_for_reschedule']} / {waiting['queued']} | "
             f"{c['all_running_slot_s']} | "
@@ -594,6 +611,8 @@ def render(results: dict[str, Any]) -> str:
                 f"({load[db]['commits_above_idle']:,} / {load[db]['rows_written_above_idle']:,})"
                 for db in ("metadata", "activation")
             )
+            + " | "
+            + " / ".join(str(e.get("metadata_rows_written_by_table", {}).get(t, "")) for t in WAIT_TABLES)
             + " |"
         )
     w = results["db_writes"]
