@@ -20,7 +20,9 @@ def _fail_devices(conn: psycopg.Connection, bulk_change_id: int) -> None:
             (bulk_change_id,),
         ).fetchall()
     ]
-    updates = [repo.DeviceUpdate(i, "ERROR", repo.STEP_ACTIVATE, "refused: SIM not eligible") for i in ids[:5]]
+    updates = [
+        repo.DeviceUpdate(i, "ERROR", repo.STEP_ACTIVATE, "refused: SIM not eligible") for i in ids[:5]
+    ]
     updates += [
         repo.DeviceUpdate(i, "ERROR", repo.STEP_CHECK_IP, f"subscriber {n:04d} missing from the reply")
         for n, i in enumerate(ids[5:29])
