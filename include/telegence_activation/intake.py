@@ -20,6 +20,7 @@ import psycopg
 from telegence_activation import repository as repo
 from telegence_activation.domain.intake import (
     ALL_COLUMNS,
+    SAMPLE_CUSTOMER_IP_RANGE,
     IntakeOptions,
     RowError,
     RowValidator,
@@ -244,11 +245,22 @@ def _ingest(uri: str, path: Path, spec: BulkChangeSpec) -> IntakeResult:
     return IntakeResult(bulk_change_id, count, static_ip)
 
 
-def write_sample_csv(path: Path, count: int, *, seed: int | None = None, static_ip_every: int = 3) -> Path:
-    """Write a valid sample CSV of ``count`` devices to ``path``."""
+def write_sample_csv(
+    path: Path,
+    count: int,
+    *,
+    seed: int | None = None,
+    static_ip_every: int = 3,
+    customer_ip_range: str | None = SAMPLE_CUSTOMER_IP_RANGE,
+) -> Path:
+    """Write a valid sample CSV of ``count`` devices to ``path`` (static IPs in ``customer_ip_range``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ALL_COLUMNS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(sample_rows(count, seed=seed, static_ip_every=static_ip_every))
+        writer.writerows(
+            sample_rows(
+                count, seed=seed, static_ip_every=static_ip_every, customer_ip_range=customer_ip_range
+            )
+        )
     return path

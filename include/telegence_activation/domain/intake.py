@@ -244,13 +244,17 @@ class RowValidator:
         }
 
 
+# The sample CSV's customer range (the demo's and the tests' carrier pool).
+SAMPLE_CUSTOMER_IP_RANGE = "10.20.0.0/16"
+
+
 def sample_rows(
     count: int,
     *,
     seed: int | None = None,
     static_ip_every: int = 3,
     pdp_name: str = "DEMO.PDP",
-    customer_ip_range: str | None = "10.20.0.0/16",
+    customer_ip_range: str | None = SAMPLE_CUSTOMER_IP_RANGE,
     remove_offering_code_every: int = 10,
 ) -> Iterator[dict[str, str]]:
     """Yield ``count`` valid CSV rows with fresh ICCIDs/IMEIs (random base unless ``seed`` is given).
