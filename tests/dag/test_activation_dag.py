@@ -248,23 +248,6 @@ def test_ip_provisioning_failure_is_an_error_with_the_carrier_text(
     assert {found[i]["status"] for i in bc.iccids[1:]} == {"PROCESSED"}
 
 
-def test_a_device_that_never_activates_ends_error_at_the_timeout(
-    carrier, make_bulk_change, run_dag, db
-) -> None:
-    bc = make_bulk_change(5, static_ip_every=0)
-    stuck = bc.iccids[3]
-    carrier.admin.load_scenario(scenario(outcomes=[{"kind": "stay_pending", "iccids": [stuck]}]))
-    run = run_dag(bc.id, activation_check_timeout_seconds=3)
-    assert run.state == "success"
-    found = devices(db, bc.id)
-    assert found[stuck]["status"] == "ERROR"
-    assert found[stuck]["status_details"].startswith(
-        "activation not confirmed by the carrier before the deadline ("
-    )
-    assert {found[i]["status"] for i in bc.iccids if i != stuck} == {"PROCESSED"}
-    assert bulk_status(db, bc.id) == "ERROR"
-
-
 def test_subscriber_missing_from_the_status_reply_fails_only_that_device(
     carrier, make_bulk_change, run_dag, db
 ) -> None:
