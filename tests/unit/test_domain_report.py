@@ -217,6 +217,11 @@ def test_the_report_lists_the_reasons_with_most_devices_and_counts_every_failed_
     assert len(report["unknown_answers"]) <= MAX_LISTED_REASONS  # type: ignore[arg-type]
     # The run note shows five and counts the other 95 listed and the 152 left out.
     assert "- … 247 more reason(s): see the report" in run_note({"id": 42, "status": "ERROR"}, report, None)
+    # The HTML report and the e-mail summary say what the list left out.
+    from telegence_activation.domain.report_html import render_report_html, render_summary_html
+
+    assert "and 152 other reason(s) of 154 device(s)" in render_report_html(report)
+    assert "251 more reason(s): see the full report." in render_summary_html(report, top_reasons=1)
 
 
 def test_a_summary_of_few_reasons_omits_nothing() -> None:

@@ -69,6 +69,11 @@ class FailureSummary:
             self.unknown_answers.append(reason)
 
 
+def omitted_reasons(report: Mapping[str, Any]) -> int:
+    """How many failure reasons a report counted without listing them (0 in reports from before the cap)."""
+    return int((report.get("failures_by_reason_omitted") or {}).get("reasons") or 0)
+
+
 def summarize_failures(
     failures: Iterable[tuple[str, str, int]], limit: int = MAX_LISTED_REASONS
 ) -> FailureSummary:
@@ -226,11 +231,7 @@ def run_note(
         lines.append(f"- cancelled by {cancellation.get('by')}: {cancellation.get('reason')}")
     for entry in list(report.get("failures_by_reason") or [])[:5]:
         lines.append(f"- {entry['devices']:,} device(s), {entry.get('class', '?')}: {entry['reason'][:200]}")
-    more = (
-        len(report.get("failures_by_reason") or [])
-        - 5
-        + (report.get("failures_by_reason_omitted") or {}).get("reasons", 0)
-    )
+    more = len(report.get("failures_by_reason") or []) - 5 + omitted_reasons(report)
     if more > 0:
         lines.append(f"- … {more} more reason(s): see the report")
     return "\n".join(lines)

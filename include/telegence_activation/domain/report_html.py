@@ -12,7 +12,7 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from telegence_activation.domain.report import is_outcome_unknown
+from telegence_activation.domain.report import is_outcome_unknown, omitted_reasons
 
 # Plain words for the status of a bulk change.
 STATUS_WORDS = {
@@ -203,7 +203,7 @@ def render_report_html(report: Mapping[str, Any]) -> str:
                 ),
                 numeric=[2],
             )
-            + _omitted_reasons_html(report.get("failures_by_reason_omitted")),
+            + _omitted_reasons_html(report),
         ),
         _section(
             "unknown-answers",
@@ -369,11 +369,7 @@ def render_summary_html(report: Mapping[str, Any], *, is_update: bool = False, t
             )
         )
         # The report lists the reasons with the most devices; those it left out are counted.
-        more = (
-            len(failures)
-            - len(shown)
-            + int((report.get("failures_by_reason_omitted") or {}).get("reasons") or 0)
-        )
+        more = len(failures) - len(shown) + omitted_reasons(report)
         if more > 0:
             parts.append(f"<p>{more:,} more reason(s): see the full report.</p>")
     parts.append(
@@ -383,11 +379,12 @@ def render_summary_html(report: Mapping[str, Any], *, is_update: bool = False, t
     return "".join(parts)
 
 
-def _omitted_reasons_html(omitted: dict[str, Any] | None) -> str:
+def _omitted_reasons_html(report: Mapping[str, Any]) -> str:
     """The reasons left out of the list (the report lists those with the most devices)."""
-    if not omitted or not omitted.get("reasons"):
+    if not omitted_reasons(report):
         return ""
+    devices = int((report.get("failures_by_reason_omitted") or {}).get("devices") or 0)
     return (
-        f'<p class="none">and {int(omitted["reasons"]):,} other reason(s) of {int(omitted.get("devices", 0)):,} '
+        f'<p class="none">and {omitted_reasons(report):,} other reason(s) of {devices:,} '
         "device(s): see the CSV report, one line per device.</p>"
     )

@@ -22,6 +22,7 @@ from telegence_activation.domain.report import (
     CSV_COLUMNS,
     build_report,
     final_status,
+    omitted_reasons,
     outcome_key,
     unfinished,
 )
@@ -184,7 +185,7 @@ class FinalizeBulkChangeOperator(BulkChangeTaskMixin, BaseOperator):
             report["devices"]
             and not report["succeeded"]
             and listed
-            and not (report.get("failures_by_reason_omitted") or {}).get("reasons")
+            and not omitted_reasons(report)
             and all(is_configuration_failure(f["reason"]) for f in listed)
         ):
             raise ConfigurationFailure(
