@@ -331,6 +331,25 @@ def test_the_secret_is_redacted_from_the_parsed_body(make_hook: HookFactory, req
     assert SECRET not in json.dumps(response.body)
 
 
+def test_the_connection_is_read_once_per_hook_and_every_answer_is_still_redacted(
+    make_hook: HookFactory, requests_mock: Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task makes thousands of calls on one hook: the connection is not looked up for each answer."""
+    hook, _ = make_hook()
+    lookups: list[str] = []
+    real = TelegenceHook.get_connection
+
+    def counted(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return real(conn_id)
+
+    monkeypatch.setattr(TelegenceHook, "get_connection", staticmethod(counted))
+    requests_mock.get(STATUS_URL, status_code=401, text=f"bad app-secret {SECRET}")
+    texts = [hook.activation_status("REQ-1").text for _ in range(50)]
+    assert texts == ["bad app-secret ***"] * 50
+    assert len(lookups) <= 3  # extras, session, secrets: once each, not once per call
+
+
 def test_retry_after_honoured_counts_only_waits_really_slept(
     make_hook: HookFactory, requests_mock: Mocker
 ) -> None:
