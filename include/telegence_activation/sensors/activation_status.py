@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from telegence_activation import repository as repo
 from telegence_activation.domain.activation import MalformedResponse, parse_activation_answer
 from telegence_activation.domain.report import OUTCOME_UNKNOWN
 from telegence_activation.exceptions import CredentialsProblem
-from telegence_activation.hooks.telegence import TelegenceHook
+from telegence_activation.hooks.telegence import TelegenceHook, TelegenceResponse
 from telegence_activation.operators.activate import ActivationSender
 from telegence_activation.repository import devices as device_rows
-from telegence_activation.sensors.base import BulkChangeSensor
+from telegence_activation.sensors.base import BulkChangeSensor, read_ahead
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -45,18 +47,24 @@ class ActivationStatusSensor(BulkChangeSensor):
         with self.transaction() as conn:
             request_ids = device_rows.pending_activation_request_ids(conn, bc_id)
         # REQUESTS_PER_TRANSACTION requests at a time (about 1,000 devices): one read, their status
-        # calls, one transaction with their updates and audit rows. Memory is one chunk, whatever the size.
-        for start in range(0, len(request_ids), REQUESTS_PER_TRANSACTION):
-            chunk = request_ids[start : start + REQUESTS_PER_TRANSACTION]
-            with self.transaction() as conn:
-                by_request = device_rows.devices_of_activation_requests(conn, bc_id, chunk)
-            pending_updates: list[repo.DeviceUpdate] = []
-            pending_audit: list[repo.AuditRow] = []
-            try:
-                for request_id, devices in by_request.items():
-                    self._check_request(hook, bc_id, request_id, devices, pending_updates, pending_audit)
-            finally:  # what was learnt before a failure is kept
-                self.record(bc_id, pending_updates, pending_audit)
+        # calls, one transaction with their updates and audit rows. Memory is one chunk, whatever the
+        # size. The status calls of the next requests are in flight while a chunk is recorded.
+        with closing(read_ahead(request_ids, hook.activation_status)) as answers:
+            for start in range(0, len(request_ids), REQUESTS_PER_TRANSACTION):
+                chunk = request_ids[start : start + REQUESTS_PER_TRANSACTION]
+                with self.transaction() as conn:
+                    by_request = device_rows.devices_of_activation_requests(conn, bc_id, chunk)
+                pending_updates: list[repo.DeviceUpdate] = []
+                pending_audit: list[repo.AuditRow] = []
+                try:
+                    for request_id, response in islice(answers, len(chunk)):
+                        devices = by_request.get(request_id)
+                        if devices:
+                            self._check_request(
+                                hook, bc_id, request_id, devices, response, pending_updates, pending_audit
+                            )
+                finally:  # what was learnt before a failure is kept
+                    self.record(bc_id, pending_updates, pending_audit)
 
     def _check_request(
         self,
@@ -64,11 +72,12 @@ class ActivationStatusSensor(BulkChangeSensor):
         bc_id: int,
         request_id: str,
         devices: dict[str, int],
+        response: TelegenceResponse,
         pending_updates: list[repo.DeviceUpdate],
         pending_audit: list[repo.AuditRow],
     ) -> None:
-        """Read one activation request's status; its devices' updates and audit rows are appended."""
-        response = hook.activation_status(request_id)
+        """Settle one activation request from its status answer; its devices' updates and audit rows
+        are appended."""
         updates: list[repo.DeviceUpdate] = []
         request_text = f"GET {hook.path('activation_status', request_id=request_id)}"
         if response.status == 404:

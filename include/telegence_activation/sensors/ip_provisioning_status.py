@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from telegence_activation import repository as repo
 from telegence_activation.domain.ip import assigned_address, classify_ip_status, failure_text, ip_problem
 from telegence_activation.domain.report import OUTCOME_UNKNOWN
-from telegence_activation.hooks.telegence import TelegenceHook
+from telegence_activation.hooks.telegence import TelegenceHook, TelegenceResponse
 from telegence_activation.operators.request_static_ips import reconcile_ip_submissions
 from telegence_activation.repository import devices as device_rows
-from telegence_activation.sensors.base import BulkChangeSensor
+from telegence_activation.sensors.base import BulkChangeSensor, read_ahead
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,57 +41,62 @@ class IPProvisioningStatusSensor(BulkChangeSensor):
             reconcile_ip_submissions(self, hook, bc_id, unknown, resubmit=False)
         with self.transaction() as conn:
             batch_ids = device_rows.ip_batch_ids_at_step(conn, bc_id, self.step)
-        # One provisioning batch at a time (at most 200 devices): memory is one batch, whatever the size.
-        for batch_id in batch_ids:
-            with self.transaction() as conn:
-                batch_devices = device_rows.devices_of_ip_batch(conn, bc_id, self.step, batch_id)
-            if not batch_devices:
-                continue
-            response = hook.provisioning_status(batch_id)
-            if not response.ok or not isinstance(response.body, list):
-                self.log.warning("IP status of batch %s: %s; next check", batch_id, response.describe())
-                continue
-            entries = {str(e.get("subscriberNumber")): e for e in response.body if isinstance(e, dict)}
-            updates: list[repo.DeviceUpdate] = []
-            audit: list[repo.AuditRow] = []
-            for d in batch_devices:
-                entry = entries.get(str(d["subscriber_number"]))
-                if entry is None:
+        # One provisioning batch at a time (at most 200 devices): memory is a few batches, whatever the
+        # size; the status calls of the next batches are in flight while one is recorded.
+        with closing(read_ahead(batch_ids, hook.provisioning_status)) as answers:
+            for batch_id, response in answers:
+                self._settle_batch(hook, bc_id, batch_id, response)
+
+    def _settle_batch(
+        self, hook: TelegenceHook, bc_id: int, batch_id: str, response: TelegenceResponse
+    ) -> None:
+        """Record what one provisioning batch's status answer settles (nothing while it is in progress)."""
+        with self.transaction() as conn:
+            batch_devices = device_rows.devices_of_ip_batch(conn, bc_id, self.step, batch_id)
+        if not batch_devices:
+            return
+        if not response.ok or not isinstance(response.body, list):
+            self.log.warning("IP status of batch %s: %s; next check", batch_id, response.describe())
+            return
+        entries = {str(e.get("subscriberNumber")): e for e in response.body if isinstance(e, dict)}
+        updates: list[repo.DeviceUpdate] = []
+        audit: list[repo.AuditRow] = []
+        for d in batch_devices:
+            entry = entries.get(str(d["subscriber_number"]))
+            if entry is None:
+                update = repo.DeviceUpdate(
+                    int(d["id"]),
+                    "ERROR",
+                    self.step,
+                    f"API error: subscriber {d['subscriber_number']} missing from the IP provisioning status "
+                    f"reply of batch {batch_id}",
+                )
+            else:
+                progress = classify_ip_status(entry)
+                if progress == "in_progress":
+                    continue
+                address = assigned_address(entry)
+                if progress == "failed":
+                    update = repo.DeviceUpdate(int(d["id"]), "ERROR", self.step, failure_text(entry))
+                elif problem := ip_problem(address, d["customer_ip_range"]):
+                    update = repo.DeviceUpdate(int(d["id"]), "ERROR", self.step, problem, assigned_ip=None)
+                else:
                     update = repo.DeviceUpdate(
                         int(d["id"]),
-                        "ERROR",
-                        self.step,
-                        f"API error: subscriber {d['subscriber_number']} missing from the IP provisioning status "
-                        f"reply of batch {batch_id}",
+                        "PROCESSED",
+                        repo.STEP_DONE,
+                        f"Service activation complete. Assigned IP: {address}",
+                        assigned_ip=address,
                     )
-                else:
-                    progress = classify_ip_status(entry)
-                    if progress == "in_progress":
-                        continue
-                    address = assigned_address(entry)
-                    if progress == "failed":
-                        update = repo.DeviceUpdate(int(d["id"]), "ERROR", self.step, failure_text(entry))
-                    elif problem := ip_problem(address, d["customer_ip_range"]):
-                        update = repo.DeviceUpdate(
-                            int(d["id"]), "ERROR", self.step, problem, assigned_ip=None
-                        )
-                    else:
-                        update = repo.DeviceUpdate(
-                            int(d["id"]),
-                            "PROCESSED",
-                            repo.STEP_DONE,
-                            f"Service activation complete. Assigned IP: {address}",
-                            assigned_ip=address,
-                        )
-                updates.append(update)
-                audit.append(
-                    repo.audit_of(
-                        update,
-                        bc_id,
-                        step=self.step,
-                        description=self.description,
-                        request_text=f"GET {hook.path('provisioning_status')} batch-id: {batch_id}",
-                        response_text=json.dumps(entry) if entry else response.text,
-                    )
+            updates.append(update)
+            audit.append(
+                repo.audit_of(
+                    update,
+                    bc_id,
+                    step=self.step,
+                    description=self.description,
+                    request_text=f"GET {hook.path('provisioning_status')} batch-id: {batch_id}",
+                    response_text=json.dumps(entry) if entry else response.text,
                 )
-            self.record(bc_id, updates, audit)
+            )
+        self.record(bc_id, updates, audit)
