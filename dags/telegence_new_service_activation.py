@@ -233,7 +233,7 @@ with DAG(
         pool=CARRIER_POOL,
         map_index_template="{{ part_label }}",
         **CONNECTIONS,
-    ).expand(part=list(range(PATCH_TASKS)))  # every line in exactly one part (by a hash of its id)
+    ).expand(part=list(range(PATCH_TASKS)))  # every line in exactly one part (line number modulo parts)
     plan_static_ip = PlanStaticIPOperator(
         task_id="plan_static_ip",
         activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],

@@ -28,7 +28,7 @@ WAITING = ("PENDING", "API_FAILED")
 class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active.
 
-    Mapped over ``parts`` disjoint shares of the lines (``part``: a hash of the device id modulo ``parts``), so
+    Mapped over ``parts`` disjoint shares of the lines (``part``: line number modulo ``parts``), so
     the PATCHes of a big bulk change run in several processes (one Python process is bound to one
     core by its interpreter lock; 10,000 PATCHes took 25.6 s in one); every line belongs to exactly
     one part, and a retry or a clear of a part patches exactly its own lines again.
