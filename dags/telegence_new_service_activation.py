@@ -2,8 +2,7 @@
 
 plan -> unless_dry_run -> approve -> prepare -> activate (mapped, one instance per group of batches of <= 200
 devices, sized from the carrier slots) -> wait_for_activation
--> remove_offering_codes (mapped over shares of the lines) -> plan_static_ip -> request_static_ips
--> check_ip_provisioning -> finalize
+-> remove_offering_codes -> plan_static_ip -> request_static_ips -> check_ip_provisioning -> finalize
 
 Wiring only: the work lives in ``telegence_activation`` (operators, sensors, hooks, domain).
 """
@@ -40,8 +39,6 @@ MAX_ACTIVE_BATCHES = int(os.environ.get("TELEGENCE_MAX_ACTIVE_BATCHES_PER_RUN", 
 # An override of batches_per_task above this is refused by the params' schema (5,000 batches of
 # 200: 1,000,000 devices in one instance).
 MAX_BATCHES_PER_TASK = 5000
-# remove_offering_codes runs as this many mapped instances, each patching its share of the lines.
-PATCH_TASKS = int(os.environ.get("TELEGENCE_PATCH_TASKS", "4"))
 APPROVAL_TIMEOUT = timedelta(hours=float(os.environ.get("TELEGENCE_APPROVAL_TIMEOUT_HOURS", "24")))
 # Reschedule-mode sensors can be failed by a scheduler race (apache/airflow#71172, open in 3.3):
 # the executor's "success" for one poke arrives after the next poke was queued (seen about once per
@@ -224,16 +221,14 @@ with DAG(
         trigger_rule=TriggerRule.ALL_DONE,
         **SENSOR_RETRIES,
     )
-    remove_offering_codes = RemoveOfferingCodesOperator.partial(
+    remove_offering_codes = RemoveOfferingCodesOperator(
         task_id="remove_offering_codes",
         bulk_change_id="{{ params.bulk_change_id }}",
-        parts=PATCH_TASKS,
         max_parallel_calls="{{ params.patch_parallel_calls }}",
         carrier_slots=MAX_ACTIVE_BATCHES,
         pool=CARRIER_POOL,
-        map_index_template="{{ part_label }}",
         **CONNECTIONS,
-    ).expand(part=list(range(PATCH_TASKS)))  # every line in exactly one part (line number modulo parts)
+    )
     plan_static_ip = PlanStaticIPOperator(
         task_id="plan_static_ip",
         activation_db_conn_id=CONNECTIONS["activation_db_conn_id"],

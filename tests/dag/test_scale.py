@@ -61,36 +61,3 @@ def test_a_page_beyond_line_32767_is_read(db) -> None:
         db, 2**31 - 1, "RemoveOfferingCodes", after_line=30_000, span=5_000, only_with_removals=True
     )
     assert page == []
-
-
-def test_the_patches_are_shared_out_over_parts_and_every_line_is_patched_once(
-    carrier, make_bulk_change, run_dag, db, dag
-) -> None:
-    # remove_offering_codes is mapped over PATCH_TASKS shares of the lines (line number modulo the
-    # count): every line with a code to remove is patched by exactly one part, and more than one
-    # part does work (the point: PATCHes in several processes).
-    parts = dag.get_task("remove_offering_codes").partial_kwargs["parts"]
-    assert parts > 1
-    bc = make_bulk_change(120, static_ip_every=0)
-    with_removals = {
-        int(r[0])
-        for r in db.execute(
-            """SELECT id FROM activation.device_change WHERE bulk_change_id = %s
-                 AND change_request::text LIKE '%%removeOfferingCode%%'""",
-            (bc.id,),
-        ).fetchall()
-    }
-    run = run_dag(bc.id)
-    assert run.state == "success"
-    assert statuses(db, bc.id) == {"PROCESSED": 120}
-    assert task_states(run)["remove_offering_codes"] == ["success"] * parts
-    assert sum(calls(carrier, "service_update").values()) == len(with_removals) == 12
-    patched = db.execute(
-        """SELECT device_change_ids[1], sent_by FROM activation.carrier_write
-            WHERE bulk_change_id = %s AND step = 'RemoveOfferingCodes'""",
-        (bc.id,),
-    ).fetchall()
-    assert sorted(int(r[0]) for r in patched) == sorted(with_removals)  # each line once
-    parts = {r[1].split("/")[-2] for r in patched}  # "remove_offering_codes[<map index>]"
-    assert len(parts) > 1, parts
-    assert audit_rows_per_device(db, bc.id, "RemoveOfferingCodes") == {0, 1}

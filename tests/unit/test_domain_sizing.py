@@ -11,7 +11,6 @@ from telegence_activation.domain.sizing import (
     activation_sizing,
     is_auto,
     patch_concurrency,
-    share_of,
 )
 
 
@@ -89,18 +88,3 @@ def test_a_bad_override_is_refused() -> None:
 )
 def test_patch_concurrency(lines: int, slots: int, override: object, expected: int) -> None:
     assert patch_concurrency(lines, slots, override) == expected
-
-
-@pytest.mark.parametrize(
-    ("override", "parts", "expected"),
-    [("auto", 4, "auto"), (0, 4, 0), (8, 4, 2), (9, 4, 3), (1, 4, 1), ("6", 2, 3), (5, 1, 5)],
-)
-def test_share_of_splits_a_step_wide_override_over_the_parts(
-    override: object, parts: int, expected: object
-) -> None:
-    assert share_of(override, parts) == expected
-
-
-def test_share_of_refuses_a_negative_override() -> None:
-    with pytest.raises(ValueError, match="positive integer"):
-        share_of(-1, 4)

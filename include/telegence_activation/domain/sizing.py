@@ -99,13 +99,3 @@ def patch_concurrency(lines_to_patch: int, carrier_slots: int, override: object 
         return wanted
     slots = max(1, min(int(carrier_slots), MAX_PATCH_CALLS))
     return max(1, min(slots, math.ceil(max(0, lines_to_patch) / PATCHES_PER_CALLER)))
-
-
-def share_of(override: object, parts: int) -> object:
-    """One part's share of a step-wide concurrency override (rounded up; ``"auto"`` stays auto)."""
-    if is_auto(override):
-        return override
-    wanted = int(str(override))
-    if wanted < 1:
-        raise ValueError(f"max_parallel_calls must be 'auto' or a positive integer, got {override!r}")
-    return max(1, math.ceil(wanted / max(1, parts)))

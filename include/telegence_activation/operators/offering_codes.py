@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator
 from telegence_activation import repository as repo
 from telegence_activation.db.connection import ACTIVATION_DB_CONN_ID
 from telegence_activation.domain.activation import remove_offering_code_patch, remove_offering_codes
-from telegence_activation.domain.sizing import AUTO, patch_concurrency, share_of
+from telegence_activation.domain.sizing import AUTO, patch_concurrency
 from telegence_activation.exceptions import CarrierUnavailable
 from telegence_activation.hooks.telegence import TelegenceHook
 from telegence_activation.operators.base import BulkChangeTaskMixin, CarrierWriteLog
@@ -28,13 +28,8 @@ WAITING = ("PENDING", "API_FAILED")
 class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     """PATCH the stored ``removeOfferingCode`` characteristics onto lines that are now active.
 
-    Mapped over ``parts`` disjoint shares of the lines (``part``: line number modulo ``parts``), so
-    the PATCHes of a big bulk change run in several processes (one Python process is bound to one
-    core by its interpreter lock; 10,000 PATCHes took 25.6 s in one); every line belongs to exactly
-    one part, and a retry or a clear of a part patches exactly its own lines again.
     Lines are read in keyset pages (never all at once) and patched ``max_parallel_calls`` at a time
-    across the parts (``"auto"``: the carrier slots, fewer for few lines; see ``domain.sizing``);
-    results are committed
+    (``"auto"``: the carrier slots, fewer for few lines; see ``domain.sizing``); results are committed
     every ``commit_every`` devices, on one connection per task instance, so a crash loses at most
     that many records (their PATCHes are sent
     again by the retry, which only removes a code that is already gone; every PATCH is recorded
@@ -42,10 +37,7 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     fails, so its retry patches exactly those again.
 
     :param bulk_change_id: the bulk change (templated).
-    :param part: which share of the lines this instance patches (mapped), ``0`` .. ``parts - 1``.
-    :param parts: how many shares the lines are split into (the map's length).
-    :param max_parallel_calls: concurrent PATCH calls of the step, split over its parts: ``"auto"``
-        or an integer (templated).
+    :param max_parallel_calls: concurrent PATCH calls of this task: ``"auto"`` or an integer (templated).
     :param carrier_slots: the carrier slots ``"auto"`` sizes from.
     :param commit_every: devices per database transaction.
     :param activation_db_conn_id: the activation database connection (templated).
@@ -65,8 +57,6 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
         bulk_change_id: Any,
         activation_db_conn_id: str = ACTIVATION_DB_CONN_ID,
         telegence_conn_id: str | None = None,
-        part: int = 0,
-        parts: int = 1,
         max_parallel_calls: Any = AUTO,
         carrier_slots: int = 8,
         commit_every: int = 200,
@@ -74,8 +64,6 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.bulk_change_id = bulk_change_id
-        self.part = part
-        self.parts = parts
         self.activation_db_conn_id = activation_db_conn_id
         self.telegence_conn_id = telegence_conn_id
         self.max_parallel_calls = max_parallel_calls
@@ -88,30 +76,19 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
 
     def _execute(self, context: Context) -> dict[str, int]:
         bc_id = self.bulk_change
-        parts = int(self.parts)
-        part = device_rows.part_lines(int(self.part), parts)
-        # Always set: the map_index_template renders it, and an undefined name fails the task.
-        context["part_label"] = f"part {part[0] + 1}/{parts}"  # type: ignore[typeddict-unknown-key]
         with self.transaction() as conn:
             bulk_change = self.owned_bulk_change(conn, context)
             to_patch = device_rows.count_at_step(
-                conn, bc_id, repo.STEP_REMOVE_CODES, WAITING, only_with_removals=True, part=part
+                conn, bc_id, repo.STEP_REMOVE_CODES, WAITING, only_with_removals=True
             )
             repo.start_step(conn, bc_id, repo.STEP_REMOVE_CODES)
         counts = {"patched": 0, "failed": 0, "api_failed": 0}
         if to_patch:
             hook = self.carrier_hook(bulk_change)
             writes = self.write_log(context)
-            callers = patch_concurrency(
-                to_patch, max(1, int(self.carrier_slots) // parts), share_of(self.max_parallel_calls, parts)
-            )
+            callers = patch_concurrency(to_patch, int(self.carrier_slots), self.max_parallel_calls)
             self.log.info(
-                "Bulk change %s, part %d/%d: %d line(s) to patch, %d call(s) at a time",
-                bc_id,
-                part[0] + 1,
-                parts,
-                to_patch,
-                callers,
+                "Bulk change %s: %d line(s) to patch, %d call(s) at a time", bc_id, to_patch, callers
             )
             try:
                 with ThreadPoolExecutor(max_workers=callers) as pool:
@@ -123,7 +100,6 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
                         WAITING,
                         span=5 * device_rows.PAGE_SIZE,  # about one line in ten has codes to remove
                         only_with_removals=True,
-                        part=part,
                     ):
                         devices = [
                             d
@@ -151,8 +127,8 @@ class RemoveOfferingCodesOperator(BulkChangeTaskMixin, BaseOperator):
             repo.finish_step(conn, bc_id, repo.STEP_REMOVE_CODES)
         if counts["api_failed"]:
             raise CarrierUnavailable(
-                f"{counts['api_failed']} line(s) of bulk change {bc_id} (part {part[0] + 1}/{parts}) kept their "
-                "offering codes: the carrier stayed unavailable; a retry or a clear patches exactly these again"
+                f"{counts['api_failed']} line(s) of bulk change {bc_id} kept their offering codes: the carrier "
+                "stayed unavailable; a retry or a clear patches exactly these again"
             )
         return {"patched": counts["patched"], "failed": counts["failed"]}
 

@@ -279,17 +279,6 @@ def devices_at_step(
 
 
 PAGE_SIZE = 1000
-
-
-def part_lines(part: int, parts: int) -> tuple[int, int]:
-    """The ``part``-th of ``parts`` disjoint shares of a bulk change's lines (line number modulo
-    ``parts``): together they cover every device, whatever its batch, so tasks mapped over the parts
-    of a step leave no device to nobody (a retry of one part picks up exactly its own)."""
-    if not 0 <= part < parts:
-        raise ValueError(f"part must be in 0..{parts - 1}, got {part}")
-    return part, parts
-
-
 _REMOVALS = """ AND change_request @? '$.TelegenceActivationRequest.service.serviceCharacteristic[*]
                                    ? (@.name == "removeOfferingCode")'"""
 
@@ -305,13 +294,11 @@ def devices_at_step_page(
     only_with_removals: bool = False,
     reserved: bool | None = None,
     submitted: bool | None = None,
-    part: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One page of ``devices_at_step`` (the same columns, plus ``line_number`` and ``status``): the
     devices at a step in one of ``statuses`` among file lines ``after_line + 1 .. after_line + span``,
     in file order; ``reserved`` / ``submitted`` (when not None) keep only devices with (or without)
-    a reserved address / a static IP submission mark; ``part`` ``(i, n)`` keeps only the lines
-    whose number is ``i`` modulo ``n`` (see ``part_lines``). A page is a range of lines, read through the
+    a reserved address / a static IP submission mark. A page is a range of lines, read through the
     (bulk change, line) index whatever the filters select, so every page costs at most ``span``
     rows (a LIMIT page with a selective filter can make the planner sort the whole step for each
     page: 88 s instead of 24 s for 10,000 PATCHes at 100,000 devices). The line range is read in a
@@ -323,7 +310,6 @@ def devices_at_step_page(
         removals += " AND reserved_ip IS NOT NULL" if reserved else " AND reserved_ip IS NULL"
     if submitted is not None:
         removals += " AND ip_submitted_at IS NOT NULL" if submitted else " AND ip_submitted_at IS NULL"
-    part_of, parts = part or (0, 1)
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"""SELECT id, line_number, iccid, subscriber_number, needs_static_ip,
@@ -338,12 +324,9 @@ def devices_at_step_page(
                            AND line_number <= %(after)s::bigint + %(span)s::bigint
                         OFFSET 0) AS d
                  WHERE step = %(step)s AND status = ANY(%(statuses)s){removals}
-                   AND mod(line_number, %(parts)s) = %(part_of)s
                  ORDER BY line_number""",
             {
                 "removals": only_with_removals,
-                "parts": parts,
-                "part_of": part_of,
                 "bc": bulk_change_id,
                 "after": after_line,
                 "span": span,
@@ -397,16 +380,12 @@ def count_at_step(
     statuses: Sequence[str] = ("PENDING",),
     *,
     only_with_removals: bool = False,
-    part: tuple[int, int] | None = None,
 ) -> int:
-    """Devices at a step in one of ``statuses`` (``part``: only those of ``part_lines``)."""
     removals = _REMOVALS if only_with_removals else ""
-    part_of, parts = part or (0, 1)
     row = conn.execute(
         f"""SELECT count(*) FROM activation.device_change
-             WHERE bulk_change_id = %s AND step = %s AND status = ANY(%s){removals}
-               AND mod(line_number, %s) = %s""",
-        (bulk_change_id, step, list(statuses), parts, part_of),
+             WHERE bulk_change_id = %s AND step = %s AND status = ANY(%s){removals}""",
+        (bulk_change_id, step, list(statuses)),
     ).fetchone()
     assert row is not None
     return int(row[0])
