@@ -14,7 +14,7 @@ import psycopg
 
 from telegence_activation import repository as repo
 from telegence_activation.api_client import AirflowApiError, AirflowClient, dry_run_id_for, run_id_for
-from telegence_activation.domain.errors import ERROR_CLASSES, reasons_of_class
+from telegence_activation.domain.errors import ERROR_CLASSES, classify
 
 DEFAULT_RETRY_CLASSES = ("retryable",)
 
@@ -140,15 +140,17 @@ def retry_failed(
         raise ActionRefused(f"run {run_id} of bulk change {bulk_change_id} not found: {exc}") from exc
     if run["state"] in ("queued", "running"):
         raise ActionRefused(f"run {run_id} is still {run['state']}; retry once it has finished")
-    failed = repo.failure_reasons(conn, bulk_change_id)
-    error_reasons = [reason for status, reason, _n in failed if status == "ERROR"]
-    chosen = reasons_of_class(error_reasons, classes)
-    left_out = sum(n for status, reason, n in failed if status == "ERROR" and reason not in chosen)
+    # The reasons of the chosen classes, staged in the database a page at a time (a bulk change can
+    # have as many distinct reasons as failed devices), then reset in one statement.
+    wanted = set(classes)
+    _staged, left_out = repo.stage_retry_reasons(
+        conn, bulk_change_id, lambda reason: classify(reason).error_class in wanted
+    )
     # Devices left unfinished (e.g. an earlier retry whose clear did not go through) also need the
     # run cleared.
-    unfinished = len(repo.unfinished_devices(conn, bulk_change_id))
-    reset = repo.reset_failed_devices(conn, bulk_change_id, f"retry-failed by {by}", only_reasons=chosen)
-    retryable = len(repo.retryable_devices(conn, bulk_change_id))
+    unfinished = repo.count_unfinished(conn, bulk_change_id)
+    reset = repo.reset_failed_devices(conn, bulk_change_id, f"retry-failed by {by}", only_staged=True)
+    retryable = repo.count_retryable(conn, bulk_change_id)
     if not reset and not retryable and not unfinished:
         conn.rollback()
         hint = f" ({left_out} failed device(s) of other classes: retry them with --all)" if left_out else ""

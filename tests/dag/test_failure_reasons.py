@@ -62,3 +62,31 @@ def test_the_stream_works_inside_a_callers_transaction_and_in_autocommit(
         assert list(repo.iter_failure_reasons(conn, bc.id)) == expected
     with psycopg.connect(db_uri, autocommit=True) as conn:  # as the page and the CLI connect
         assert list(repo.iter_failure_reasons(conn, bc.id, page=5)) == expected
+
+
+def test_retry_stages_the_reasons_it_keeps_a_page_at_a_time_and_resets_only_those(
+    db_uri: str, make_bulk_change: Callable[..., BulkChange]
+) -> None:
+    # 25 distinct per-device reasons in pages of 4 (more pages than one): retry-failed keeps those a
+    # predicate accepts without a list of every reason in memory, and resets exactly their devices.
+    bc = make_bulk_change(32, static_ip_every=0)
+    with psycopg.connect(db_uri) as conn:
+        _fail_devices(conn, bc.id)
+        conn.commit()
+
+        def keep(reason: str) -> bool:
+            return reason.startswith("subscriber") and int(reason.split()[1]) % 2 == 0
+
+        staged, left_out = repo.stage_retry_reasons(conn, bc.id, keep, page=4)
+        assert (staged, left_out) == (12, 5 + 12)  # 12 even subscribers; the shared reason and the odd ones
+        assert conn.execute("SELECT count(*) FROM retry_reason").fetchone() == (12,)
+        reset = repo.reset_failed_devices(conn, bc.id, "test", only_staged=True)
+        assert reset == {repo.STEP_REQUEST_IP: 12}  # a failed IP check goes back to the request step
+        conn.commit()
+        # The staging table belonged to that transaction only.
+        assert conn.execute("SELECT to_regclass('pg_temp.retry_reason')").fetchone() == (None,)
+        assert repo.status_counts(conn, bc.id)["ERROR"] == 5 + 12
+        # Nothing kept: nothing reset.
+        assert repo.stage_retry_reasons(conn, bc.id, lambda _reason: False, page=4) == (0, 17)
+        assert repo.reset_failed_devices(conn, bc.id, "test", only_staged=True) == {}
+        conn.rollback()

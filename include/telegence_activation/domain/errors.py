@@ -18,7 +18,6 @@ Pure: no Airflow, no database. The table is documented in the README ("Error cat
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -150,13 +149,3 @@ def classify(reason: str | None) -> Classification:
         if entry.pattern.search(text):
             return Classification(entry.key, entry.error_class, entry.hint)
     return UNKNOWN
-
-
-def reasons_of_class(reasons: Iterable[str], classes: Iterable[str]) -> list[str]:
-    """The reasons (distinct, in order) whose class is one of ``classes``."""
-    wanted = set(classes)
-    seen: dict[str, None] = {}
-    for reason in reasons:
-        if reason not in seen and classify(reason).error_class in wanted:
-            seen[reason] = None
-    return list(seen)

@@ -4,7 +4,7 @@ the reset of failed devices for ``retry-failed`` (``activation.bulk_change`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -128,6 +128,48 @@ def iter_failure_reasons(
             yield status, reason, int(devices)
 
 
+def stage_retry_reasons(
+    conn: psycopg.Connection, bulk_change_id: int, keep: Callable[[str], bool], page: int = 1000
+) -> tuple[int, int]:
+    """Choose which ERROR reasons a retry resets, without holding them all in memory.
+
+    Reasons can name devices, so a bulk change can have as many distinct reasons as failed
+    devices. They are read through a server-side cursor ``page`` at a time; those ``keep`` accepts
+    are written (COPY, a page at a time) to the temporary table ``retry_reason`` of the caller's
+    transaction (dropped at its end), which ``reset_failed_devices(only_staged=True)`` reads.
+    Returns ``(reasons staged, ERROR devices whose reason was not kept)``.
+    """
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS retry_reason (reason text PRIMARY KEY) ON COMMIT DROP")
+    conn.execute("TRUNCATE retry_reason")
+    staged = left_out = 0
+    chosen: list[str] = []
+
+    def flush() -> None:
+        with conn.cursor().copy("COPY retry_reason (reason) FROM STDIN") as copy:
+            for reason in chosen:
+                copy.write_row((reason,))
+        chosen.clear()
+
+    with conn.cursor(name=f"retry_reasons_{bulk_change_id}") as cur:
+        cur.itersize = page
+        cur.execute(
+            """SELECT status_details, count(*) FROM activation.device_change
+                WHERE bulk_change_id = %s AND status = 'ERROR' AND status_details IS NOT NULL
+                GROUP BY status_details""",
+            (bulk_change_id,),
+        )
+        for reason, devices in cur:
+            if keep(reason):
+                chosen.append(reason)
+                staged += 1
+            else:
+                left_out += int(devices)
+            if len(chosen) >= page:
+                flush()
+    flush()
+    return staged, left_out
+
+
 def static_ip_counts(conn: psycopg.Connection, bulk_change_id: int) -> tuple[int, int]:
     """(devices that asked for a static IP, devices with an assigned IP)."""
     row = conn.execute(
@@ -170,10 +212,11 @@ def reset_failed_devices(
     conn: psycopg.Connection,
     bulk_change_id: int,
     operator: str,
-    only_reasons: Sequence[str] | None = None,
+    *,
+    only_staged: bool = False,
 ) -> dict[str, int]:
-    """Put the ERROR devices of a bulk change (only those failed with one of ``only_reasons``, when
-    given) back where a rerun picks them up; audit each.
+    """Put the ERROR devices of a bulk change (with ``only_staged``, only those whose reason
+    ``stage_retry_reasons`` staged in this transaction) back where a rerun picks them up; audit each.
 
     Devices that failed to activate go back to NEW (a new activation request, planned again by the
     prepare step; a SIM the carrier did take is found through its 409 answer, never activated
@@ -184,11 +227,11 @@ def reset_failed_devices(
     them again on any rerun. Returns ``{step: devices reset}``; the bulk change goes back to
     PROCESSING when anything is left to retry.
     """
+    staged = " AND status_details IN (SELECT reason FROM retry_reason)" if only_staged else ""
     rows = conn.execute(
-        """WITH failed AS (
+        f"""WITH failed AS (
                SELECT id, step FROM activation.device_change
-                WHERE bulk_change_id = %(bc)s AND status = 'ERROR'
-                  AND (%(reasons)s::text[] IS NULL OR status_details = ANY(%(reasons)s::text[]))
+                WHERE bulk_change_id = %(bc)s AND status = 'ERROR'{staged}
                 FOR UPDATE),
            reset AS (
                UPDATE activation.device_change d
@@ -214,7 +257,6 @@ def reset_failed_devices(
         {
             "bc": bulk_change_id,
             "by": operator,
-            "reasons": list(only_reasons) if only_reasons is not None else None,
             "activation_steps": list(ACTIVATION_STEPS),
             "activate": STEP_ACTIVATE,
             "check_ip": STEP_CHECK_IP,

@@ -177,22 +177,23 @@ def unknown_activation_batches(conn: psycopg.Connection, bulk_change_id: int) ->
 # ------------------------------------------------------------------------------- device states
 
 
-def unfinished_devices(conn: psycopg.Connection, bulk_change_id: int) -> list[int]:
-    rows = conn.execute(
-        """SELECT id FROM activation.device_change
+def count_unfinished(conn: psycopg.Connection, bulk_change_id: int) -> int:
+    """Devices still in progress (not PROCESSED, ERROR, API_FAILED or CANCELLED)."""
+    row = conn.execute(
+        """SELECT count(*) FROM activation.device_change
             WHERE bulk_change_id = %s AND status NOT IN ('PROCESSED', 'ERROR', 'API_FAILED', 'CANCELLED')""",
         (bulk_change_id,),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
-def retryable_devices(conn: psycopg.Connection, bulk_change_id: int) -> list[int]:
+def count_retryable(conn: psycopg.Connection, bulk_change_id: int) -> int:
     """Devices that ended API_FAILED (carrier unavailable): any rerun of their step sends them again."""
-    rows = conn.execute(
-        "SELECT id FROM activation.device_change WHERE bulk_change_id = %s AND status = 'API_FAILED'",
+    row = conn.execute(
+        "SELECT count(*) FROM activation.device_change WHERE bulk_change_id = %s AND status = 'API_FAILED'",
         (bulk_change_id,),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def fail_unfinished(

@@ -185,7 +185,7 @@ def report(conn: psycopg.Connection, bulk_change: dict[str, Any]) -> dict[str, A
     built = build_report(
         bulk_change=bulk_change,
         by_status_step=repo.status_step_counts(conn, bc_id),
-        failures=repo.failure_reasons(conn, bc_id),
+        failures=repo.iter_failure_reasons(conn, bc_id),  # streamed: reasons can name devices
         ips_assigned=assigned,
         static_ip_requested=requested,
         step_times=repo.step_times(conn, bc_id),
