@@ -648,6 +648,17 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_read_latency(scenario: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """The scenario with every status read (activation and static IP) answered after ``seconds``:
+    the simulator answers reads at once, a real carrier does not."""
+    if not seconds:
+        return scenario
+    reads = [
+        {"endpoint": e, "kind": "latency", "seconds": seconds} for e in ("activation_status", "ip_status")
+    ]
+    return {**scenario, "faults": [*scenario.get("faults", []), *reads]}
+
+
 def at_rate(rate: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The scenario with the carrier's rate limit, and the connection extra that keeps to it."""
     if not rate:
@@ -702,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the runs' activation and static IP check intervals in seconds",
     )
     parser.add_argument(
+        "--read-latency",
+        type=float,
+        default=None,
+        help="seconds the carrier takes to answer each status read (activation and static IP); the "
+        "simulator otherwise answers reads at once",
+    )
+    parser.add_argument(
         "--no-client-limit",
         action="store_true",
         help="with --carrier-rate: leave the connection without max_calls_per_second (what the carrier does then)",
@@ -727,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_rate_limit": bool(args.carrier_rate) and not args.no_client_limit,
             "deferrable_checks": args.deferrable_checks,
             "check_interval_s": args.check_interval,
+            "read_latency_s": args.read_latency,
         },
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -736,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario, carrier_extra = at_rate(args.carrier_rate)
     if args.no_client_limit:
         carrier_extra = {}
+    scenario = with_read_latency(scenario, args.read_latency)
     stack = LiveStack(
         StackConfig(
             home=workdir / "airflow",
