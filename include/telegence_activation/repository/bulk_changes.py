@@ -134,7 +134,7 @@ def stage_retry_reasons(
     """Choose which ERROR reasons a retry resets, without holding them all in memory.
 
     Reasons can name devices, so a bulk change can have as many distinct reasons as failed
-    devices. They are read through a server-side cursor ``page`` at a time; those ``keep`` accepts
+    devices. They are read as ``iter_failure_reasons`` streams them, ``page`` at a time; those ``keep`` accepts
     are written (COPY, a page at a time) to the temporary table ``retry_reason`` of the caller's
     transaction (dropped at its end), which ``reset_failed_devices(only_staged=True)`` reads.
     Returns ``(reasons staged, ERROR devices whose reason was not kept)``.
@@ -150,22 +150,16 @@ def stage_retry_reasons(
                 copy.write_row((reason,))
         chosen.clear()
 
-    with conn.cursor(name=f"retry_reasons_{bulk_change_id}") as cur:
-        cur.itersize = page
-        cur.execute(
-            """SELECT status_details, count(*) FROM activation.device_change
-                WHERE bulk_change_id = %s AND status = 'ERROR' AND status_details IS NOT NULL
-                GROUP BY status_details""",
-            (bulk_change_id,),
-        )
-        for reason, devices in cur:
-            if keep(reason):
-                chosen.append(reason)
-                staged += 1
-            else:
-                left_out += int(devices)
-            if len(chosen) >= page:
-                flush()
+    for status, reason, devices in iter_failure_reasons(conn, bulk_change_id, page):
+        if status != "ERROR" or reason is None:  # API_FAILED is sent again anyway; ERROR has a reason
+            continue
+        if keep(reason):
+            chosen.append(reason)
+            staged += 1
+        else:
+            left_out += devices
+        if len(chosen) >= page:
+            flush()
     flush()
     return staged, left_out
 

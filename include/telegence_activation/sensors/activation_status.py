@@ -93,16 +93,8 @@ class ActivationStatusSensor(BulkChangeSensor):
             ]
             pending_updates.extend(updates)
             pending_audit.extend(
-                [
-                    repo.audit_of(
-                        u,
-                        bc_id,
-                        description=self.description,
-                        request_text=request_text,
-                        response_text=response.text,
-                    )
-                    for u in updates
-                ],
+                self.audit_of(u, bc_id, request_text=request_text, response_text=response.text)
+                for u in updates
             )
             return
         if not response.ok:
@@ -138,13 +130,8 @@ class ActivationStatusSensor(BulkChangeSensor):
                 )
             updates.append(update)
             audit.append(
-                repo.audit_of(
-                    update,
-                    bc_id,
-                    step=self.step,
-                    description=self.description,
-                    request_text=request_text,
-                    response_text=json.dumps(state.__dict__),
+                self.audit_of(
+                    update, bc_id, request_text=request_text, response_text=json.dumps(state.__dict__)
                 )
             )
         pending_updates.extend(updates)

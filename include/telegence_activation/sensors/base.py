@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
@@ -68,22 +69,17 @@ def read_ahead(
         for key in keys:
             yield key, read(key)
         return
-    pending: deque[tuple[K, Future[R]]] = deque()
     remaining = iter(keys)
     with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="check-read") as pool:
-        for key in remaining:
-            pending.append((key, pool.submit(read, key)))
-            if len(pending) >= readers:
-                break
+        pending: deque[tuple[K, Future[R]]] = deque(
+            (key, pool.submit(read, key)) for key in islice(remaining, readers)
+        )
         while pending:
             key, future = pending.popleft()
-            following = next(remaining, _END)
-            if following is not _END:
-                pending.append((following, pool.submit(read, following)))  # type: ignore[arg-type]
+            for following in islice(remaining, 1):  # the next key, if any, takes the freed place
+                pending.append((following, pool.submit(read, following)))
             yield key, future.result()
 
-
-_END = object()
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", "", "none", "null"})
@@ -287,6 +283,19 @@ class BulkChangeSensor(BulkChangeTaskMixin, BaseSensorOperator):
 
     def check(self, hook: TelegenceHook, bc_id: int, bulk_change: dict[str, Any], context: Context) -> None:
         raise NotImplementedError
+
+    def audit_of(
+        self, update: repo.DeviceUpdate, bc_id: int, *, request_text: str | None, response_text: str | None
+    ) -> repo.AuditRow:
+        """The audit row of a device this check settled (this step, this check's description)."""
+        return repo.audit_of(
+            update,
+            bc_id,
+            step=self.step,
+            description=self.description,
+            request_text=request_text,
+            response_text=response_text,
+        )
 
     def record(self, bc_id: int, updates: list[repo.DeviceUpdate], audit: list[repo.AuditRow]) -> None:
         with self.transaction() as conn:

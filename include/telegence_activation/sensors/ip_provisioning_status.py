@@ -90,11 +90,9 @@ class IPProvisioningStatusSensor(BulkChangeSensor):
                     )
             updates.append(update)
             audit.append(
-                repo.audit_of(
+                self.audit_of(
                     update,
                     bc_id,
-                    step=self.step,
-                    description=self.description,
                     request_text=f"GET {hook.path('provisioning_status')} batch-id: {batch_id}",
                     response_text=json.dumps(entry) if entry else response.text,
                 )
